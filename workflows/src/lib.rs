@@ -1,0 +1,2 @@
+//! workflows
+pub mod partner;
