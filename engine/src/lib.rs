@@ -1,2 +1,21 @@
-//! engine
+//! The engine: the connection state machine, its storage and the primitives workflows run on.
+//!
+//! # Layout
+//! - `state.rs`: the transition table (pure; state × event → state + effects).
+//! - `store/`: sea-orm storage on SQLite or PostgreSQL; compare-and-swap transitions with their
+//!   journal row and storage effects in one transaction.
+//! - `crypto.rs`: AES-256-GCM sealing of token material under rotating key ids.
+//! - `model.rs`: domain types (connection, journal entry, token set, change requests).
+//! - `ids.rs`: typed identifiers. `secret.rs`: redacting wrapper. `clock.rs`: injected time.
+
+pub mod clock;
+pub mod crypto;
+pub mod ids;
+pub mod model;
 pub mod secret;
+pub mod state;
+pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use store::{Store, StoreError};

@@ -1,1 +1,22 @@
-//! migrations
+//! Database migrations, run at start-up and by `tributary migrate`. Running them twice is a no-op
+//! (sea-orm-migration records applied migrations in `seaql_migrations`).
+//!
+//! # Layout
+//! One file per migration, named `mYYYYMMDD_NNNNNN_verb_noun.rs`; never edit a landed migration,
+//! add a new one.
+
+// async_trait (required by MigrationTrait) cannot take the `<'_>` the 2018 idioms lint asks for.
+#![allow(elided_lifetimes_in_paths)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_create_connections;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_create_connections::Migration)]
+    }
+}

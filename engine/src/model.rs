@@ -1,0 +1,201 @@
+//! Domain types the rest of the system reads and writes; rows are converted to these.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ids::{ConnectionId, PartnerName, UserId},
+    secret::SecretString,
+    state::{Event, State},
+};
+
+/// A user↔partner connection as the engine sees it. Holds no token material: whether tokens
+/// exist is a flag; reading them is an explicit [`crate::store::Store::tokens`] call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub user_id: UserId,
+    pub partner: PartnerName,
+    pub state: State,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub state_changed_at: DateTime<Utc>,
+    pub last_error: Option<ErrorInfo>,
+    pub failure_count: u32,
+    pub paused: bool,
+    pub has_tokens: bool,
+    pub token_expires_at: Option<DateTime<Utc>>,
+    pub scope: Option<String>,
+    pub earliest_data_time: Option<DateTime<Utc>>,
+    pub latest_data_time: Option<DateTime<Utc>>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub next_sync_at: Option<DateTime<Utc>>,
+}
+
+/// The last thing that went wrong, in words safe to show (no secrets, no health data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Stable machine-readable code (`invalid_grant`, `partner_unavailable`, …).
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorInfo {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One journal row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    pub connection_id: ConnectionId,
+    pub seq: i64,
+    pub from: Option<State>,
+    pub to: State,
+    pub event: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub details: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+/// OAuth tokens of one connection (decrypted; handle with care).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSet {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub scope: Option<String>,
+}
+
+/// Who caused a transition, as recorded in the journal: `user:<id>`, `ops:<sub>`,
+/// `system:<component>`, `partner:<name>`…
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor(String);
+
+impl Actor {
+    pub fn new(kind: &str, id: &str) -> Self {
+        Self(format!("{kind}:{id}"))
+    }
+
+    pub fn system(component: &str) -> Self {
+        Self::new("system", component)
+    }
+
+    pub fn partner(partner: &PartnerName) -> Self {
+        Self::new("partner", partner.as_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What to do with the last-error field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ErrorUpdate {
+    #[default]
+    Keep,
+    Clear,
+    Set(ErrorInfo),
+}
+
+/// What to do with the consecutive-failure counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailureCount {
+    #[default]
+    Keep,
+    Reset,
+    Increment,
+}
+
+/// A new pending OAuth authorization, stored with the transition that issues it.
+#[derive(Debug, Clone)]
+pub struct NewAuthorization {
+    pub state_hash: String,
+    pub pkce_verifier: SecretString,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A transition request: the event plus the data its effects need.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub event: Event,
+    pub actor: Actor,
+    /// Human-readable reason for the journal (no secrets).
+    pub reason: Option<String>,
+    /// Non-secret structured details for the journal.
+    pub details: serde_json::Value,
+    /// Required when the transition stores tokens.
+    pub tokens: Option<TokenSet>,
+    /// Required when the transition issues an authorization.
+    pub authorization: Option<NewAuthorization>,
+    pub error: ErrorUpdate,
+    pub failure_count: FailureCount,
+}
+
+impl Change {
+    pub fn new(event: Event, actor: Actor) -> Self {
+        Self {
+            event,
+            actor,
+            reason: None,
+            details: serde_json::Value::Object(Default::default()),
+            tokens: None,
+            authorization: None,
+            error: ErrorUpdate::Keep,
+            failure_count: FailureCount::Keep,
+        }
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn tokens(mut self, tokens: TokenSet) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    pub fn authorization(mut self, authorization: NewAuthorization) -> Self {
+        self.authorization = Some(authorization);
+        self
+    }
+
+    pub fn error(mut self, error: ErrorInfo) -> Self {
+        self.error = ErrorUpdate::Set(error);
+        self
+    }
+
+    pub fn clear_error(mut self) -> Self {
+        self.error = ErrorUpdate::Clear;
+        self
+    }
+
+    pub fn failure_count(mut self, update: FailureCount) -> Self {
+        self.failure_count = update;
+        self
+    }
+}
+
+/// An operator alert as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorAlert {
+    pub id: String,
+    pub partner: String,
+    pub connection_id: Option<String>,
+    pub code: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}

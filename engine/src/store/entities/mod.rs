@@ -1,0 +1,8 @@
+//! sea-orm entities: the rows as stored. Domain types (`crate::model`) are kept apart and
+//! converted explicitly, so a column type never leaks into the API.
+
+pub mod connection;
+pub mod connection_event;
+pub mod oauth_authorization;
+pub mod operator_alert;
+pub mod partner_revocation;

@@ -1,0 +1,20 @@
+use sea_orm::entity::prelude::*;
+
+/// Something operators must fix (a partner rejecting our client credentials, say) rather than
+/// something to charge to a user's connection.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "operator_alerts")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub partner: String,
+    pub connection_id: Option<String>,
+    pub code: String,
+    pub message: String,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

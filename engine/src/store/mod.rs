@@ -1,0 +1,209 @@
+//! Storage: one sea-orm connection over one sqlx pool (SQLite file or PostgreSQL, chosen by
+//! URL), the same code for both. The raw pool is kept so the job queue can share it.
+//!
+//! # Layout
+//! - `entities/`: rows as stored.
+//! - `connections.rs`: create/reconnect, compare-and-swap transitions with their journal row.
+//! - `authorizations.rs`: single-use OAuth `state`s.
+//! - `revocations.rs`: partner-side revocations still owed.
+//! - `alerts.rs`: operator alerts.
+
+mod alerts;
+mod authorizations;
+mod connections;
+pub mod entities;
+mod revocations;
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+pub use authorizations::{AuthorizationRejected, ConsumedAuthorization};
+pub use connections::Applied;
+use migrations::{Migrator, MigratorTrait};
+pub use revocations::DueRevocation;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use crate::{
+    clock::{SharedClock, SystemClock},
+    crypto::{CryptoError, Keyring},
+    state::InvalidTransition,
+};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("connection not found")]
+    NotFound,
+    /// Someone else changed the connection first (compare-and-swap lost). Nothing was written.
+    #[error("the connection was changed concurrently (expected version {expected}, found {actual})")]
+    Conflict { expected: i64, actual: i64 },
+    /// A live connection for this user and partner already exists (unique index).
+    #[error("a live connection for this user and partner already exists")]
+    AlreadyLive,
+    #[error(transparent)]
+    InvalidTransition(#[from] InvalidTransition),
+    /// A transition whose effects need data the caller did not give (a bug, not user input).
+    #[error("transition {0} needs {1}")]
+    MissingInput(&'static str, &'static str),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("stored data are corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+}
+
+/// Which database the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The raw sqlx pool, for components (the job queue) that speak sqlx directly.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// SQLite: how long a writer waits for the lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    pool: Pool,
+    keyring: Arc<Keyring>,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend()).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating a SQLite file if needed) without migrating.
+    pub async fn open(url: &str, options: &StoreOptions, keyring: Keyring) -> Result<Self> {
+        let (db, pool) = if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(|e| DbErr::Custom(format!("invalid SQLite URL: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(options.busy_timeout)
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(options.max_connections)
+                .connect_with(connect)
+                .await
+                .map_err(|e| DbErr::Custom(format!("cannot open SQLite database: {e}")))?;
+            (
+                SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone()),
+                Pool::Sqlite(pool),
+            )
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let connect = PgConnectOptions::from_str(url)
+                .map_err(|e| DbErr::Custom(format!("invalid PostgreSQL URL: {e}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .connect_with(connect)
+                .await
+                .map_err(|e| DbErr::Custom(format!("cannot connect to PostgreSQL: {e}")))?;
+            (
+                SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone()),
+                Pool::Postgres(pool),
+            )
+        } else {
+            return Err(DbErr::Custom(
+                "database URL must start with sqlite: or postgres:".to_owned(),
+            )
+            .into());
+        };
+        Ok(Self {
+            db,
+            pool,
+            keyring: Arc::new(keyring),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Opens and applies pending migrations (a no-op when there are none).
+    pub async fn open_and_migrate(
+        url: &str,
+        options: &StoreOptions,
+        keyring: Keyring,
+    ) -> Result<Self> {
+        let store = Self::open(url, options, keyring).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.db.execute_unprepared("SELECT 1").await?;
+        Ok(())
+    }
+
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+    }
+}
+
+fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}

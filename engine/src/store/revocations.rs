@@ -1,0 +1,169 @@
+//! Partner-side revocations still owed (C11/C12). The refresh token lives here, sealed, only
+//! until the partner confirms or the retry limit is reached; each outcome is journaled.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::{Result, Store, StoreError, connections::revocation_aad, entities::partner_revocation};
+use crate::{
+    ids::ConnectionId,
+    model::{Actor, Change},
+    secret::SecretString,
+    state::Event,
+};
+
+/// A revocation to attempt now.
+#[derive(Debug)]
+pub struct DueRevocation {
+    pub id: String,
+    pub connection_id: ConnectionId,
+    pub partner: String,
+    pub attempts: u32,
+    pub refresh_token: SecretString,
+}
+
+/// A revocation as operators see it (no token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationStatus {
+    pub id: String,
+    pub connection_id: String,
+    pub partner: String,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+}
+
+impl Store {
+    /// Revocations whose next attempt is due, oldest first.
+    pub async fn due_revocations(&self, limit: u64) -> Result<Vec<DueRevocation>> {
+        let now = self.clock.now();
+        let rows = partner_revocation::Entity::find()
+            .filter(partner_revocation::Column::CompletedAt.is_null())
+            .filter(partner_revocation::Column::NextAttemptAt.lte(now))
+            .order_by_asc(partner_revocation::Column::NextAttemptAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        let mut due = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (Some(blob), Some(key_id)) = (&row.token_ciphertext, &row.key_id) else {
+                continue;
+            };
+            let token = self.keyring.open(key_id, blob, &revocation_aad(&row.id))?;
+            due.push(DueRevocation {
+                connection_id: row
+                    .connection_id
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("revocation connection id".to_owned()))?,
+                id: row.id,
+                partner: row.partner,
+                attempts: u32::try_from(row.attempts).unwrap_or(0),
+                refresh_token: SecretString::new(
+                    String::from_utf8(token)
+                        .map_err(|_| StoreError::Corrupt("refresh token is not UTF-8".into()))?,
+                ),
+            });
+        }
+        Ok(due)
+    }
+
+    /// All revocations of a connection (for operators and tests).
+    pub async fn revocations(&self, id: ConnectionId) -> Result<Vec<RevocationStatus>> {
+        Ok(partner_revocation::Entity::find()
+            .filter(partner_revocation::Column::ConnectionId.eq(id.to_string()))
+            .order_by_asc(partner_revocation::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| RevocationStatus {
+                id: row.id,
+                connection_id: row.connection_id,
+                partner: row.partner,
+                attempts: u32::try_from(row.attempts).unwrap_or(0),
+                next_attempt_at: row.next_attempt_at,
+                last_error: row.last_error,
+                completed_at: row.completed_at,
+                outcome: row.outcome,
+            })
+            .collect())
+    }
+
+    /// The partner confirmed (or the limit was reached): the token is deleted for good and the
+    /// outcome journaled. Finishing twice is a no-op.
+    pub async fn finish_revocation(
+        &self,
+        revocation: &DueRevocation,
+        revoked: bool,
+        error: Option<&str>,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        let outcome = if revoked { "revoked" } else { "abandoned" };
+        let done = partner_revocation::Entity::update_many()
+            .set(partner_revocation::ActiveModel {
+                token_ciphertext: Set(None),
+                key_id: Set(None),
+                attempts: Set(i32::try_from(revocation.attempts + 1).unwrap_or(i32::MAX)),
+                completed_at: Set(Some(now)),
+                outcome: Set(Some(outcome.to_owned())),
+                last_error: Set(error.map(str::to_owned)),
+                ..Default::default()
+            })
+            .filter(partner_revocation::Column::Id.eq(revocation.id.as_str()))
+            .filter(partner_revocation::Column::CompletedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        if done.rows_affected == 1 {
+            let note = if revoked {
+                "partner_revocation_confirmed"
+            } else {
+                "partner_revocation_abandoned"
+            };
+            let change = Change::new(Event::Note, Actor::system("revoker")).details(
+                serde_json::json!({
+                    "note": note,
+                    "attempts": revocation.attempts + 1,
+                    "error": error,
+                }),
+            );
+            self.apply_note(revocation.connection_id, change).await?;
+        }
+        Ok(())
+    }
+
+    /// A failed attempt: try again at `next_attempt_at`.
+    pub async fn retry_revocation(
+        &self,
+        revocation: &DueRevocation,
+        next_attempt_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()> {
+        partner_revocation::Entity::update_many()
+            .set(partner_revocation::ActiveModel {
+                attempts: Set(i32::try_from(revocation.attempts + 1).unwrap_or(i32::MAX)),
+                next_attempt_at: Set(next_attempt_at),
+                last_error: Set(Some(error.to_owned())),
+                ..Default::default()
+            })
+            .filter(partner_revocation::Column::Id.eq(revocation.id.as_str()))
+            .filter(partner_revocation::Column::CompletedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// A journal-only entry; retried when a concurrent transition wins the version.
+    pub async fn apply_note(&self, id: ConnectionId, change: Change) -> Result<()> {
+        for _ in 0..5 {
+            match self.apply(id, None, change.clone()).await {
+                Err(StoreError::Conflict { .. }) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+        Err(StoreError::Conflict {
+            expected: -1,
+            actual: -1,
+        })
+    }
+}
