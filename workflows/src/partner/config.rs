@@ -53,6 +53,12 @@ pub struct PartnerConfig {
     /// The partner's issuer identifier; when a callback carries `iss` it must equal this (RFC 9207).
     #[serde(default)]
     pub issuer: Option<String>,
+    /// Reject callbacks that carry no `iss` (RFC 9207 §2.4: set this when the partner advertises
+    /// `authorization_response_iss_parameter_supported`). Needs `issuer`. Off by default, because
+    /// most partners (Dexcom among them) never send `iss`; the per-partner redirect path is then
+    /// the mix-up defence on its own (RFC 9700 §4.4.2 accepts either).
+    #[serde(default)]
+    pub require_issuer: bool,
     /// Minimal scopes to request (C10).
     #[serde(default)]
     pub scopes: Vec<String>,

@@ -1,4 +1,29 @@
 //! Partners: configuration and the OAuth client.
+//!
+//! # Layout
+//! - `config`: `PartnerConfig`, as read from `[partners.<name>]`.
+//! - `client`: `PartnerClient`: authorization requests, code exchange, refresh, revocation,
+//!   issuer check.
+//! - `error`: `OAuthError` (retryable versus permanent, decided once), callback errors,
+//!   configuration errors.
+//! - `classify`: the response → `OAuthError` rules, and `Retry-After`.
+//! - `transport`: the recording HTTP client handed to `oauth2`, and the token response type.
+//! - `revoke`: the RFC 7009 request (built by hand; see there why).
+//! - `pkce`: state and PKCE verifier generation, `hash_state`.
+//! - `validate`: start-up checks of a partner's configuration.
+mod classify;
+pub mod client;
 pub mod config;
+pub mod error;
+mod pkce;
+mod revoke;
+mod transport;
+mod validate;
 
+pub use client::{AuthorizationRequest, PartnerClient, TokenGrant};
 pub use config::{ClientAuth, PartnerConfig, PartnerKind};
+pub use error::{
+    CallbackError, CallbackErrorKind, OAuthError, PartnerConfigError, classify_callback_error,
+};
+pub use pkce::hash_state;
+pub use validate::callback_path;

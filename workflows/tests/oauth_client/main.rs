@@ -1,0 +1,13 @@
+//! The OAuth partner client against scripted authorization servers on loopback (real HTTP).
+//! Each mock answers requests from a script, in order, and records what it received.
+//!
+//! # Layout
+//! - `mock.rs`: the scripted server (`MockPartner`, `Reply`, `Seen`) and fixtures.
+//! - `authorize.rs`: authorization requests, callback errors, issuer check, config validation.
+//! - `token.rs`: code exchange and refresh, client authentication, error classification.
+//! - `revoke.rs`: RFC 7009 revocation.
+
+mod authorize;
+mod mock;
+mod revoke;
+mod token;
