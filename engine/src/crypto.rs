@@ -56,7 +56,10 @@ impl Keyring {
         keys: impl IntoIterator<Item = (String, [u8; 32])>,
     ) -> Result<Self, CryptoError> {
         let active = active.into();
-        let keys: BTreeMap<_, _> = keys.into_iter().map(|(id, k)| (id, Secret::new(k))).collect();
+        let keys: BTreeMap<_, _> = keys
+            .into_iter()
+            .map(|(id, k)| (id, Secret::new(k)))
+            .collect();
         if !keys.contains_key(&active) {
             return Err(CryptoError::UnknownActiveKey(active));
         }
@@ -80,7 +83,13 @@ impl Keyring {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let ciphertext = cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut blob = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         blob.extend_from_slice(&nonce);
@@ -103,7 +112,13 @@ impl Keyring {
         let (nonce, ciphertext) = blob.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Authentication)?;
         Aes256Gcm::new(key.into())
-            .decrypt(&Nonce::from(nonce), Payload { msg: ciphertext, aad })
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
             .map_err(|_| CryptoError::Authentication)
     }
 }
@@ -117,7 +132,11 @@ mod tests {
         let ring = Keyring::random_for_tests();
         let sealed = ring.seal(b"tokens:c1", b"secret-token");
         assert!(!sealed.blob.windows(12).any(|w| w == b"secret-token"));
-        assert_eq!(ring.open(&sealed.key_id, &sealed.blob, b"tokens:c1").unwrap(), b"secret-token");
+        assert_eq!(
+            ring.open(&sealed.key_id, &sealed.blob, b"tokens:c1")
+                .unwrap(),
+            b"secret-token"
+        );
         assert!(matches!(
             ring.open(&sealed.key_id, &sealed.blob, b"tokens:c2"),
             Err(CryptoError::Authentication)
@@ -131,9 +150,15 @@ mod tests {
     fn rotation_keeps_old_data_readable() {
         let old = Keyring::new("k1", [("k1".to_owned(), [1u8; 32])]).unwrap();
         let sealed = old.seal(b"a", b"x");
-        let rotated =
-            Keyring::new("k2", [("k1".to_owned(), [1u8; 32]), ("k2".to_owned(), [2u8; 32])]).unwrap();
-        assert_eq!(rotated.open(&sealed.key_id, &sealed.blob, b"a").unwrap(), b"x");
+        let rotated = Keyring::new(
+            "k2",
+            [("k1".to_owned(), [1u8; 32]), ("k2".to_owned(), [2u8; 32])],
+        )
+        .unwrap();
+        assert_eq!(
+            rotated.open(&sealed.key_id, &sealed.blob, b"a").unwrap(),
+            b"x"
+        );
         assert_eq!(rotated.seal(b"a", b"y").key_id, "k2");
         let without_old = Keyring::new("k2", [("k2".to_owned(), [2u8; 32])]).unwrap();
         assert!(matches!(

@@ -11,7 +11,9 @@ pub enum IdError {
     ConnectionId,
     #[error("user id must be 1–64 characters of letters, digits, '-' or '_'")]
     UserId,
-    #[error("partner name must be 1–32 characters of lowercase letters, digits and '-', starting with a letter or digit")]
+    #[error(
+        "partner name must be 1–32 characters of lowercase letters, digits and '-', starting with a letter or digit"
+    )]
     PartnerName,
 }
 
@@ -109,7 +111,9 @@ impl PartnerName {
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if first_ok
-            && valid_chars(s, 32, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && valid_chars(s, 32, |c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+            })
         {
             Ok(Self(s.to_owned()))
         } else {

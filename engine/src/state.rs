@@ -238,13 +238,12 @@ pub fn transition(from: Option<State>, event: Event) -> Result<Transition, Inval
         (Some(Authorizing), Event::StartAuthorization) => {
             (Authorizing, &[InvalidateAuthorizations, IssueAuthorization])
         }
-        (Some(Authorizing), Event::Authorized) => {
-            (Active, &[InvalidateAuthorizations, StoreTokens, ScheduleFetch])
-        }
+        (Some(Authorizing), Event::Authorized) => (
+            Active,
+            &[InvalidateAuthorizations, StoreTokens, ScheduleFetch],
+        ),
         (Some(Authorizing), Event::AuthorizationInterrupted) => (Authorizing, &[]),
-        (Some(Authorizing), Event::AuthorizationDeclined) => {
-            (Failed, &[InvalidateAuthorizations])
-        }
+        (Some(Authorizing), Event::AuthorizationDeclined) => (Failed, &[InvalidateAuthorizations]),
         (Some(Authorizing), Event::AuthorizationFailed) => {
             (Failed, &[InvalidateAuthorizations, AlertOperators])
         }
@@ -262,12 +261,15 @@ pub fn transition(from: Option<State>, event: Event) -> Result<Transition, Inval
 
         (Some(Invited | Authorizing | Active | Refreshing), Event::Disconnect) => (
             Revoked,
-            &[InvalidateAuthorizations, DiscardTokens, RevokeAtPartner, CancelFetch],
+            &[
+                InvalidateAuthorizations,
+                DiscardTokens,
+                RevokeAtPartner,
+                CancelFetch,
+            ],
         ),
 
-        (Some(Revoked | Failed), Event::StartAuthorization) => {
-            (Authorizing, &[IssueAuthorization])
-        }
+        (Some(Revoked | Failed), Event::StartAuthorization) => (Authorizing, &[IssueAuthorization]),
         (Some(Revoked | Failed), Event::Invite) => (Invited, &[SendInvite]),
 
         (Some(state), Event::Note) => (state, &[]),

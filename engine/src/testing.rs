@@ -6,11 +6,7 @@ use std::str::FromStr;
 
 use sqlx::{Connection as _, Executor as _, postgres::PgConnectOptions};
 
-use crate::{
-    Store,
-    crypto::Keyring,
-    store::StoreOptions,
-};
+use crate::{Store, crypto::Keyring, store::StoreOptions};
 
 /// The environment variable that enables PostgreSQL tests.
 pub const POSTGRES_URL_VAR: &str = "TRIBUTARY_TEST_POSTGRES_URL";

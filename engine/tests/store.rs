@@ -58,7 +58,11 @@ fn tokens(access: &str, refresh: &str) -> TokenSet {
 
 async fn active(store: &Store, u: &str, access: &str, refresh: &str) -> engine::model::Connection {
     let (applied, _) = store
-        .open_connection(&user(u), &partner(), start(&format!("h-{u}"), TimeDelta::minutes(10)))
+        .open_connection(
+            &user(u),
+            &partner(),
+            start(&format!("h-{u}"), TimeDelta::minutes(10)),
+        )
         .await
         .unwrap();
     store
@@ -78,7 +82,10 @@ async fn connect_journal_and_row_agree(db: &TestDb) {
     assert_eq!(conn.state, State::Active);
     assert_eq!(conn.version, 2);
     assert!(conn.has_tokens);
-    assert!(conn.next_sync_at.is_some(), "activation schedules the first fetch");
+    assert!(
+        conn.next_sync_at.is_some(),
+        "activation schedules the first fetch"
+    );
     let journal = store.journal(conn.id).await.unwrap();
     assert_eq!(journal.len(), 2);
     assert_eq!(journal[0].from, None);
@@ -94,7 +101,11 @@ async fn invalid_transition_changes_nothing(db: &TestDb) {
     let store = db.store().await;
     let conn = active(&store, "u1", "a", "r").await;
     let err = store
-        .apply(conn.id, None, Change::new(Event::Authorized, Actor::system("t")))
+        .apply(
+            conn.id,
+            None,
+            Change::new(Event::Authorized, Actor::system("t")),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidTransition(_)), "{err:?}");
@@ -137,7 +148,11 @@ async fn concurrent_transitions_exactly_one_wins(db: &TestDb) {
         let after = store.get(conn.id).await.unwrap();
         assert_eq!(after.version, conn.version + 1);
         let journal = store.journal(conn.id).await.unwrap();
-        assert_eq!(journal.len() as i64, after.version, "no half-written journal rows");
+        assert_eq!(
+            journal.len() as i64,
+            after.version,
+            "no half-written journal rows"
+        );
     }
 }
 
@@ -146,7 +161,11 @@ async fn one_live_connection_per_user_and_partner(db: &TestDb) {
     let conn = active(&store, "u1", "a", "r").await;
     // Asking again for an active connection is an invalid transition, not a second row.
     let err = store
-        .open_connection(&user("u1"), &partner(), start("again", TimeDelta::minutes(10)))
+        .open_connection(
+            &user("u1"),
+            &partner(),
+            start("again", TimeDelta::minutes(10)),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidTransition(_)));
@@ -170,7 +189,11 @@ async fn concurrent_creation_yields_one_row(db: &TestDb) {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .open_connection(&user("racer"), &partner(), start(&format!("s{i}"), TimeDelta::minutes(5)))
+                    .open_connection(
+                        &user("racer"),
+                        &partner(),
+                        start(&format!("s{i}"), TimeDelta::minutes(5)),
+                    )
                     .await
             })
         })
@@ -186,7 +209,10 @@ async fn concurrent_creation_yields_one_row(db: &TestDb) {
     assert!(ok >= 1);
     let rows = store.list_for_user(&user("racer")).await.unwrap();
     assert_eq!(rows.len(), 1, "one row whatever the interleaving");
-    assert_eq!(store.journal(rows[0].id).await.unwrap().len() as i64, rows[0].version);
+    assert_eq!(
+        store.journal(rows[0].id).await.unwrap().len() as i64,
+        rows[0].version
+    );
 }
 
 async fn reconnect_reuses_row_and_keeps_cursor(db: &TestDb) {
@@ -206,36 +232,59 @@ async fn reconnect_reuses_row_and_keeps_cursor(db: &TestDb) {
         .await
         .unwrap();
     let revoked = store
-        .apply(conn.id, None, Change::new(Event::Disconnect, Actor::new("user", "u1")))
+        .apply(
+            conn.id,
+            None,
+            Change::new(Event::Disconnect, Actor::new("user", "u1")),
+        )
         .await
         .unwrap()
         .connection;
     assert_eq!(revoked.state, State::Revoked);
     assert!(!revoked.has_tokens);
     let (again, created) = store
-        .open_connection(&user("u1"), &partner(), start("reconnect", TimeDelta::minutes(10)))
+        .open_connection(
+            &user("u1"),
+            &partner(),
+            start("reconnect", TimeDelta::minutes(10)),
+        )
         .await
         .unwrap();
     assert!(!created);
     assert_eq!(again.connection.id, conn.id);
     assert_eq!(again.connection.state, State::Authorizing);
     let kept = again.connection.latest_data_time.unwrap();
-    assert!((kept - cursor).num_milliseconds().abs() < 1, "cursor kept: {kept} vs {cursor}");
+    assert!(
+        (kept - cursor).num_milliseconds().abs() < 1,
+        "cursor kept: {kept} vs {cursor}"
+    );
 }
 
 async fn state_is_single_use_bound_to_partner_and_expires(db: &TestDb) {
     let clock = ManualClock::new(Utc::now());
     let store = db.store().await.with_clock(Arc::new(clock.clone()));
     let (applied, _) = store
-        .open_connection(&user("u1"), &partner(), start("hash-1", TimeDelta::minutes(10)))
+        .open_connection(
+            &user("u1"),
+            &partner(),
+            start("hash-1", TimeDelta::minutes(10)),
+        )
         .await
         .unwrap();
     assert_eq!(
-        store.consume_authorization("nope", "sandbox-cgm").await.unwrap().unwrap_err(),
+        store
+            .consume_authorization("nope", "sandbox-cgm")
+            .await
+            .unwrap()
+            .unwrap_err(),
         AuthorizationRejected::Unknown
     );
     assert_eq!(
-        store.consume_authorization("hash-1", "sandbox-pump").await.unwrap().unwrap_err(),
+        store
+            .consume_authorization("hash-1", "sandbox-pump")
+            .await
+            .unwrap()
+            .unwrap_err(),
         AuthorizationRejected::WrongPartner
     );
     // Two callbacks race with the same state: exactly one gets the verifier.
@@ -248,16 +297,28 @@ async fn state_is_single_use_bound_to_partner_and_expires(db: &TestDb) {
     assert_eq!(won.len(), 1);
     assert_eq!(won[0].connection_id, applied.connection.id);
     assert_eq!(won[0].pkce_verifier.expose(), "verifier-hash-1");
-    assert!(results.iter().any(|r| matches!(r, Err(AuthorizationRejected::Reused))));
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(AuthorizationRejected::Reused)))
+    );
 
     // Expiry uses the injected clock.
     store
-        .apply(applied.connection.id, None, start("hash-2", TimeDelta::minutes(10)))
+        .apply(
+            applied.connection.id,
+            None,
+            start("hash-2", TimeDelta::minutes(10)),
+        )
         .await
         .unwrap();
     clock.advance(TimeDelta::minutes(11));
     assert_eq!(
-        store.consume_authorization("hash-2", "sandbox-cgm").await.unwrap().unwrap_err(),
+        store
+            .consume_authorization("hash-2", "sandbox-cgm")
+            .await
+            .unwrap()
+            .unwrap_err(),
         AuthorizationRejected::Expired
     );
 }
@@ -265,18 +326,36 @@ async fn state_is_single_use_bound_to_partner_and_expires(db: &TestDb) {
 async fn restart_invalidates_earlier_states(db: &TestDb) {
     let store = db.store().await;
     let (applied, _) = store
-        .open_connection(&user("u1"), &partner(), start("first", TimeDelta::minutes(10)))
+        .open_connection(
+            &user("u1"),
+            &partner(),
+            start("first", TimeDelta::minutes(10)),
+        )
         .await
         .unwrap();
     store
-        .apply(applied.connection.id, None, start("second", TimeDelta::minutes(10)))
+        .apply(
+            applied.connection.id,
+            None,
+            start("second", TimeDelta::minutes(10)),
+        )
         .await
         .unwrap();
     assert_eq!(
-        store.consume_authorization("first", "sandbox-cgm").await.unwrap().unwrap_err(),
+        store
+            .consume_authorization("first", "sandbox-cgm")
+            .await
+            .unwrap()
+            .unwrap_err(),
         AuthorizationRejected::Reused
     );
-    assert!(store.consume_authorization("second", "sandbox-cgm").await.unwrap().is_ok());
+    assert!(
+        store
+            .consume_authorization("second", "sandbox-cgm")
+            .await
+            .unwrap()
+            .is_ok()
+    );
 }
 
 async fn tokens_encrypted_at_rest_and_discarded_on_disconnect(db: &TestDb) {
@@ -321,11 +400,18 @@ async fn tokens_encrypted_at_rest_and_discarded_on_disconnect(db: &TestDb) {
         return;
     }
     let revoked = store
-        .apply(conn.id, None, Change::new(Event::Disconnect, Actor::new("user", "u1")))
+        .apply(
+            conn.id,
+            None,
+            Change::new(Event::Disconnect, Actor::new("user", "u1")),
+        )
         .await
         .unwrap();
     assert!(!revoked.connection.has_tokens);
-    assert!(store.tokens(conn.id).await.unwrap().is_none(), "unusable at once");
+    assert!(
+        store.tokens(conn.id).await.unwrap().is_none(),
+        "unusable at once"
+    );
 }
 
 async fn disconnect_queues_partner_revocation_and_journals_outcome(db: &TestDb) {
@@ -333,7 +419,11 @@ async fn disconnect_queues_partner_revocation_and_journals_outcome(db: &TestDb) 
     let store = db.store().await.with_clock(Arc::new(clock.clone()));
     let conn = active(&store, "u1", "acc", "ref-to-revoke").await;
     store
-        .apply(conn.id, None, Change::new(Event::Disconnect, Actor::new("user", "u1")))
+        .apply(
+            conn.id,
+            None,
+            Change::new(Event::Disconnect, Actor::new("user", "u1")),
+        )
         .await
         .unwrap();
     assert!(store.tokens(conn.id).await.unwrap().is_none());
@@ -341,10 +431,17 @@ async fn disconnect_queues_partner_revocation_and_journals_outcome(db: &TestDb) 
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].refresh_token.expose(), "ref-to-revoke");
     store
-        .retry_revocation(&due[0], clock.now_plus(TimeDelta::minutes(1)), "partner_unavailable")
+        .retry_revocation(
+            &due[0],
+            clock.now_plus(TimeDelta::minutes(1)),
+            "partner_unavailable",
+        )
         .await
         .unwrap();
-    assert!(store.due_revocations(10).await.unwrap().is_empty(), "backed off");
+    assert!(
+        store.due_revocations(10).await.unwrap().is_empty(),
+        "backed off"
+    );
     clock.advance(TimeDelta::minutes(2));
     let due = store.due_revocations(10).await.unwrap();
     assert_eq!(due[0].attempts, 1);
@@ -369,7 +466,11 @@ async fn counters_and_cursor_round_trip(db: &TestDb) {
     let mut version = conn.version;
     for _ in 0..3 {
         let c = store
-            .apply(conn.id, Some(version), Change::new(Event::RefreshStarted, Actor::system("t")))
+            .apply(
+                conn.id,
+                Some(version),
+                Change::new(Event::RefreshStarted, Actor::system("t")),
+            )
             .await
             .unwrap()
             .connection;
@@ -378,7 +479,10 @@ async fn counters_and_cursor_round_trip(db: &TestDb) {
                 conn.id,
                 Some(c.version),
                 Change::new(Event::RefreshDeferred, Actor::system("t"))
-                    .error(ErrorInfo::new("partner_unavailable", "token endpoint answered 503"))
+                    .error(ErrorInfo::new(
+                        "partner_unavailable",
+                        "token endpoint answered 503",
+                    ))
                     .failure_count(FailureCount::Increment),
             )
             .await
@@ -391,7 +495,11 @@ async fn counters_and_cursor_round_trip(db: &TestDb) {
     assert_eq!(c.last_error.as_ref().unwrap().code, "partner_unavailable");
     // A stale job (old version) does nothing.
     let err = store
-        .apply(conn.id, Some(conn.version), Change::new(Event::RefreshStarted, Actor::system("stale")))
+        .apply(
+            conn.id,
+            Some(conn.version),
+            Change::new(Event::RefreshStarted, Actor::system("stale")),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }));

@@ -15,7 +15,12 @@ impl Store {
         code: &str,
         message: &str,
     ) -> Result<()> {
-        tracing::error!(partner, connection = connection_id, code, "operator alert: {message}");
+        tracing::error!(
+            partner,
+            connection = connection_id,
+            code,
+            "operator alert: {message}"
+        );
         operator_alert::Entity::insert(operator_alert::ActiveModel {
             id: Set(uuid::Uuid::now_v7().to_string()),
             partner: Set(partner.to_owned()),

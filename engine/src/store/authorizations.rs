@@ -65,9 +65,11 @@ impl Store {
         if spent.rows_affected != 1 {
             return Ok(Err(AuthorizationRejected::Reused));
         }
-        let verifier = self
-            .keyring
-            .open(&row.key_id, &row.verifier_ciphertext, &verifier_aad(&row.connection_id))?;
+        let verifier = self.keyring.open(
+            &row.key_id,
+            &row.verifier_ciphertext,
+            &verifier_aad(&row.connection_id),
+        )?;
         let verifier = String::from_utf8(verifier)
             .map_err(|_| StoreError::Corrupt("PKCE verifier is not UTF-8".to_owned()))?;
         Ok(Ok(ConsumedAuthorization {

@@ -5,20 +5,20 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
+    QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
     Result, Store, StoreError,
-    entities::{connection, connection_event, oauth_authorization, operator_alert, partner_revocation},
+    entities::{
+        connection, connection_event, oauth_authorization, operator_alert, partner_revocation,
+    },
     is_unique_violation,
 };
 use crate::{
     ids::{ConnectionId, PartnerName, UserId},
-    model::{
-        Change, Connection, ErrorInfo, ErrorUpdate, FailureCount, JournalEntry, TokenSet,
-    },
+    model::{Change, Connection, ErrorInfo, ErrorUpdate, FailureCount, JournalEntry, TokenSet},
     secret::SecretString,
     state::{Effect, Event, State, Transition, transition},
 };
@@ -63,6 +63,25 @@ impl Store {
         connection::Entity::find()
             .filter(connection::Column::UserId.eq(user.as_str()))
             .order_by_desc(connection::Column::CreatedAt)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_domain)
+            .collect()
+    }
+
+    /// Connections that have been in `state` since before `older_than` (stuck transient states).
+    pub async fn held_since(
+        &self,
+        state: State,
+        older_than: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Connection>> {
+        connection::Entity::find()
+            .filter(connection::Column::State.eq(state.as_str()))
+            .filter(connection::Column::StateChangedAt.lt(older_than))
+            .order_by_asc(connection::Column::StateChangedAt)
+            .limit(limit)
             .all(&self.db)
             .await?
             .into_iter()
@@ -141,8 +160,16 @@ impl Store {
                 err.into()
             });
         }
-        self.write_effects(&txn, &id_str, partner.as_str(), None, &transition, &change, now)
-            .await?;
+        self.write_effects(
+            &txn,
+            &id_str,
+            partner.as_str(),
+            None,
+            &transition,
+            &change,
+            now,
+        )
+        .await?;
         insert_journal(&txn, &id_str, 1, &transition, &change, now).await?;
         txn.commit().await?;
         let connection = self.get(id).await?;
@@ -203,7 +230,9 @@ impl Store {
         match change.failure_count {
             FailureCount::Keep => {}
             FailureCount::Reset => update.failure_count = Set(0),
-            FailureCount::Increment => update.failure_count = Set(row.failure_count.saturating_add(1)),
+            FailureCount::Increment => {
+                update.failure_count = Set(row.failure_count.saturating_add(1))
+            }
         }
 
         let txn = self.db.begin().await?;
@@ -227,8 +256,16 @@ impl Store {
                 actual,
             });
         }
-        self.write_effects(&txn, &row.id, &row.partner, Some(&row), &transition, &change, now)
-            .await?;
+        self.write_effects(
+            &txn,
+            &row.id,
+            &row.partner,
+            Some(&row),
+            &transition,
+            &change,
+            now,
+        )
+        .await?;
         insert_journal(&txn, &row.id, new_version, &transition, &change, now).await?;
         txn.commit().await?;
 
@@ -292,7 +329,10 @@ impl Store {
             .await?;
         }
         if effects.contains(&Effect::RevokeAtPartner)
-            && let Some(refresh) = before.map(|row| self.decrypt_tokens(row)).transpose()?.flatten()
+            && let Some(refresh) = before
+                .map(|row| self.decrypt_tokens(row))
+                .transpose()?
+                .flatten()
                 .and_then(|t| t.refresh_token)
         {
             let revocation_id = uuid::Uuid::now_v7().to_string();
@@ -499,4 +539,3 @@ fn journal_to_domain(row: connection_event::Model) -> Result<JournalEntry> {
         at: row.at,
     })
 }
-

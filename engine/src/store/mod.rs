@@ -20,7 +20,9 @@ pub use authorizations::{AuthorizationRejected, ConsumedAuthorization};
 pub use connections::Applied;
 use migrations::{Migrator, MigratorTrait};
 pub use revocations::DueRevocation;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector,
+};
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -39,7 +41,9 @@ pub enum StoreError {
     #[error("connection not found")]
     NotFound,
     /// Someone else changed the connection first (compare-and-swap lost). Nothing was written.
-    #[error("the connection was changed concurrently (expected version {expected}, found {actual})")]
+    #[error(
+        "the connection was changed concurrently (expected version {expected}, found {actual})"
+    )]
     Conflict { expected: i64, actual: i64 },
     /// A live connection for this user and partner already exists (unique index).
     #[error("a live connection for this user and partner already exists")]
@@ -98,7 +102,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend()).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish()
     }
 }
 
@@ -205,5 +211,8 @@ impl Store {
 }
 
 fn is_unique_violation(err: &DbErr) -> bool {
-    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }

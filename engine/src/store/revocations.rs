@@ -120,13 +120,12 @@ impl Store {
             } else {
                 "partner_revocation_abandoned"
             };
-            let change = Change::new(Event::Note, Actor::system("revoker")).details(
-                serde_json::json!({
+            let change =
+                Change::new(Event::Note, Actor::system("revoker")).details(serde_json::json!({
                     "note": note,
                     "attempts": revocation.attempts + 1,
                     "error": error,
-                }),
-            );
+                }));
             self.apply_note(revocation.connection_id, change).await?;
         }
         Ok(())

@@ -1,0 +1,47 @@
+//! Workflow errors, transport-agnostic; `api` maps them to HTTP.
+
+use engine::{StoreError, state::InvalidTransition};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("connection not found")]
+    NotFound,
+    #[error("partner {0:?} is not configured")]
+    UnknownPartner(String),
+    #[error("the connection is already active")]
+    AlreadyActive,
+    #[error(transparent)]
+    InvalidTransition(InvalidTransition),
+    #[error("the connection was changed concurrently; retry")]
+    Conflict,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl WorkflowError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WorkflowError::NotFound => "not_found",
+            WorkflowError::UnknownPartner(_) => "unknown_partner",
+            WorkflowError::AlreadyActive => "already_active",
+            WorkflowError::InvalidTransition(_) => "invalid_transition",
+            WorkflowError::Conflict => "conflict",
+            WorkflowError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for WorkflowError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => WorkflowError::NotFound,
+            StoreError::Conflict { .. } | StoreError::AlreadyLive => WorkflowError::Conflict,
+            StoreError::InvalidTransition(t) => WorkflowError::InvalidTransition(t),
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                WorkflowError::Internal(other.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Disconnect (C11/C12): tokens leave the connection at once, in the transition's transaction,
+//! and the refresh token is queued (sealed) for RFC 7009 revocation at the partner, which a
+//! background loop attempts with exponential backoff until the partner confirms or the attempt
+//! limit is reached; both outcomes are journaled.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use engine::{
+    ids::ConnectionId,
+    model::{Actor, Change, Connection},
+    state::Event,
+};
+use rand::Rng;
+
+use crate::{Workflows, error::WorkflowError, partner::OAuthError};
+
+#[derive(Debug, Clone)]
+pub struct RevokerSettings {
+    /// Attempts before giving up (recorded as `abandoned`).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with ±20 % jitter.
+    pub initial_backoff: Duration,
+    /// Upper bound of the delay.
+    pub max_backoff: Duration,
+    /// How often the loop looks for due revocations when nothing wakes it.
+    pub poll_interval: Duration,
+}
+
+impl Default for RevokerSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            initial_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(6 * 3600),
+            poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Workflows {
+    /// `POST /connections/{id}/disconnect`.
+    pub async fn disconnect(
+        &self,
+        id: ConnectionId,
+        actor: Actor,
+    ) -> Result<Connection, WorkflowError> {
+        let applied = self
+            .store
+            .apply(id, None, Change::new(Event::Disconnect, actor))
+            .await?;
+        self.revocations_queued.notify_one();
+        Ok(applied.connection)
+    }
+
+    /// One pass over the due partner-side revocations. Returns how many were attempted.
+    pub async fn run_due_revocations(&self) -> Result<usize, WorkflowError> {
+        let due = self.store.due_revocations(50).await?;
+        let settings = &self.settings.revoker;
+        for revocation in &due {
+            let Some(client) = self.partners.get(&revocation.partner) else {
+                self.store
+                    .finish_revocation(revocation, false, Some("partner no longer configured"))
+                    .await?;
+                continue;
+            };
+            match client.revoke(&revocation.refresh_token).await {
+                Ok(()) => self.store.finish_revocation(revocation, true, None).await?,
+                Err(err) => {
+                    let attempts = revocation.attempts + 1;
+                    if let OAuthError::Configuration { code } = &err {
+                        self.store
+                            .raise_alert(
+                                &revocation.partner,
+                                Some(&revocation.connection_id.to_string()),
+                                "partner_configuration",
+                                &format!("revocation endpoint rejected our client: {code}"),
+                            )
+                            .await?;
+                    }
+                    if attempts >= settings.max_attempts {
+                        tracing::warn!(partner = %revocation.partner, attempts, "partner-side revocation abandoned");
+                        self.store
+                            .finish_revocation(revocation, false, Some(err.code()))
+                            .await?;
+                    } else {
+                        let retry_after = match &err {
+                            OAuthError::Transient { retry_after, .. } => *retry_after,
+                            _ => None,
+                        };
+                        let delay =
+                            backoff(settings, attempts).max(retry_after.unwrap_or_default());
+                        let next = self.store.clock().now()
+                            + TimeDelta::from_std(delay).unwrap_or(TimeDelta::hours(1));
+                        self.store
+                            .retry_revocation(revocation, next, err.code())
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Runs revocations until `shutdown` completes: woken by each disconnect, and polling.
+    pub async fn revoker_loop(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(err) = self.run_due_revocations().await {
+                tracing::error!(error = %err, "revocation pass failed");
+            }
+            if let Err(err) = self.recover_stale_refreshes().await {
+                tracing::error!(error = %err, "stale refresh recovery failed");
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.revocations_queued.notified() => {}
+                _ = tokio::time::sleep(self.settings.revoker.poll_interval) => {}
+            }
+        }
+    }
+}
+
+/// `initial × 2^(attempt−1)`, capped, ±20 % jitter so retries of many connections spread out.
+fn backoff(settings: &RevokerSettings, attempt: u32) -> Duration {
+    let exp = settings
+        .initial_backoff
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(settings.max_backoff);
+    let jitter = rand::rng().random_range(0.8..=1.2);
+    exp.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let s = RevokerSettings::default();
+        let first = backoff(&s, 1);
+        assert!(first >= Duration::from_secs(24) && first <= Duration::from_secs(36));
+        let fourth = backoff(&s, 4);
+        assert!(fourth >= Duration::from_secs(192) && fourth <= Duration::from_secs(288));
+        assert!(backoff(&s, 40) <= s.max_backoff.mul_f64(1.2));
+    }
+}
