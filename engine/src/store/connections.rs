@@ -89,6 +89,24 @@ impl Store {
             .collect()
     }
 
+    /// Active connections whose access token expires before `before` (due for a refresh).
+    pub async fn tokens_expiring_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Connection>> {
+        connection::Entity::find()
+            .filter(connection::Column::State.eq(State::Active.as_str()))
+            .filter(connection::Column::TokenExpiresAt.lt(before))
+            .order_by_asc(connection::Column::TokenExpiresAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_domain)
+            .collect()
+    }
+
     /// The journal of a connection, oldest first.
     pub async fn journal(&self, id: ConnectionId) -> Result<Vec<JournalEntry>> {
         connection_event::Entity::find()
