@@ -1,0 +1,287 @@
+//! The command line: `serve`, `migrate`, `sandbox` and `token`.
+//!
+//! Configuration flags here are only the last layer over the TOML file and the environment (see
+//! [`crate::config`]); everything else is configured there. Errors go to stderr; configuration
+//! errors exit with status 2, other failures with 1.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use api::auth::{Role, validate_subject};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{CONFIG_FILE_ENV, CliOverrides, Config, ConfigError, LogConfig};
+
+/// Tributary connects Tidepool to device partners' clouds over OAuth 2.0 and keeps the data
+/// flowing with durable workflows.
+///
+/// Configuration is layered, later wins: built-in defaults, the TOML file given with --config,
+/// environment variables TRIBUTARY_<SECTION>__<KEY> (e.g. TRIBUTARY_SERVER__LISTEN=0.0.0.0:9000,
+/// TRIBUTARY_DATABASE__URL=postgres://…), and finally command-line flags. With no configuration
+/// at all, `tributary serve` runs against ./tributary.db with a built-in simulated partner and
+/// generated development secrets.
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, arg_required_else_help = true)]
+pub struct Cli {
+    /// TOML configuration file. Its keys mirror the environment variables: [server] listen =
+    /// "…" is TRIBUTARY_SERVER__LISTEN. Unknown keys are errors.
+    #[arg(long, short = 'c', global = true, env = CONFIG_FILE_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the workflow workers until interrupted.
+    ///
+    /// Applies pending database migrations first. Unless --no-sandbox is given, the simulated
+    /// partner is mounted under /sandbox and, when no partners are configured, two partners
+    /// (a CGM and a pump) are configured against it, so the whole OAuth flow works locally.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    ///
+    /// `serve` does this too; run it separately to migrate before rolling out new instances.
+    Migrate(MigrateArgs),
+    /// Run the simulated partner (OAuth server and data API) on its own.
+    ///
+    /// Useful to point a separately running Tributary, or a test, at a partner that you control.
+    Sandbox(SandboxArgs),
+    /// Mint a development bearer token (JWT) and print it to stdout.
+    ///
+    /// Signed with the configured auth.jwt_secret, or with the development secret beside the
+    /// database. Only the token is printed, so `TOKEN=$(tributary token --role ops --subject
+    /// alice)` works; use it as `Authorization: Bearer $TOKEN`.
+    Token(TokenArgs),
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (server.listen), e.g. 0.0.0.0:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL (database.url): sqlite://<path> or postgres://user:pass@host/db.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Do not mount the simulated partner or configure partners from it (sandbox.enabled =
+    /// false).
+    #[arg(long)]
+    pub no_sandbox: bool,
+}
+
+/// Flags of `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Database URL (database.url): sqlite://<path> or postgres://user:pass@host/db.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// Flags of `sandbox`.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Address and port the simulated partner listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Approve every consent screen as this user, without a browser.
+    #[arg(long, value_name = "USER")]
+    pub auto_consent: Option<String>,
+}
+
+/// Flags of `token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// What the bearer may do.
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// Who the bearer is (the `sub` claim): a Tidepool user id for `user`, a service or person
+    /// otherwise. 1-128 characters.
+    #[arg(long, value_name = "ID", value_parser = parse_subject)]
+    pub subject: String,
+    /// How long the token is valid: a number with a unit s, m, h or d, combinable (90m, 1h30m,
+    /// 7d). At most 365d.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+    /// Database URL (database.url); only used to find the development secrets file.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// `--role` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// A person connecting their own devices.
+    User,
+    /// Another Tidepool service acting on behalf of users.
+    Service,
+    /// A clinician viewing their patients' connections.
+    Clinician,
+    /// An operator inspecting and repairing workflows.
+    Ops,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::User => Role::User,
+            RoleArg::Service => Role::Service,
+            RoleArg::Clinician => Role::Clinician,
+            RoleArg::Ops => Role::Ops,
+        }
+    }
+}
+
+fn parse_subject(s: &str) -> Result<String, String> {
+    validate_subject(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+/// Longest `--ttl` accepted: development tokens should not outlive a year.
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parse `90s`, `15m`, `24h`, `7d`, `1h30m`.
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration `{s}`: use e.g. 30m, 24h, 7d or 1h30m");
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(invalid()),
+        };
+        let n: u64 = digits.parse().map_err(|_| invalid())?;
+        digits.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|secs| total.checked_add(secs))
+            .ok_or_else(invalid)?;
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(invalid());
+    }
+    let ttl = Duration::from_secs(total);
+    if ttl > MAX_TTL {
+        return Err(format!("duration `{s}` is longer than 365d"));
+    }
+    Ok(ttl)
+}
+
+/// Run the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = cli.config.as_deref();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::load(
+                file,
+                CliOverrides {
+                    listen: args.listen,
+                    database_url: args.database_url,
+                    no_sandbox: args.no_sandbox,
+                },
+            )?;
+            init_logging(&config.log)?;
+            runtime()?.block_on(crate::serve::serve(config))
+        }
+        Command::Migrate(args) => {
+            let config = Config::load(
+                file,
+                CliOverrides {
+                    database_url: args.database_url,
+                    ..CliOverrides::default()
+                },
+            )?;
+            init_logging(&config.log)?;
+            runtime()?.block_on(crate::serve::migrate(config))
+        }
+        Command::Sandbox(args) => {
+            init_logging(&LogConfig::default())?;
+            runtime()?.block_on(crate::serve::sandbox(args.listen, args.auto_consent))
+        }
+        Command::Token(args) => {
+            let config = Config::load(
+                file,
+                CliOverrides {
+                    database_url: args.database_url,
+                    ..CliOverrides::default()
+                },
+            )?;
+            let keys = config.auth.jwt_keys()?;
+            println!("{}", keys.mint(args.role.into(), &args.subject, args.ttl));
+            Ok(())
+        }
+    }
+}
+
+/// 2 for configuration errors (like clap's usage errors), 1 for everything else.
+pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<ConfigError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Logs go to stderr so that stdout carries only command output.
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)
+        .map_err(|e| ConfigError::invalid("log.filter", e.to_string()))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if log.json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot initialize logging: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ttl_parsing() {
+        assert_eq!(parse_ttl("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_ttl("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in [
+            "",
+            "24",
+            "h",
+            "0s",
+            "1x",
+            "-1h",
+            "366d",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Tributary: a durable workflow engine connecting Tidepool to device partners' clouds.
+//!
+//! The binary is a thin shell over this library so integration tests can load configuration and
+//! start the server in-process.
+//!
+//! # Layout
+//! - [`config`]: layered configuration (defaults → TOML → `TRIBUTARY_…` env → CLI flags).
+//! - [`dev_secrets`]: generated development secrets for zero-configuration runs.
+//! - [`cli`]: the command line and its dispatch.
+//! - [`serve`]: starting the API, workers, migrations and the sandbox.
+
+pub mod cli;
+pub mod config;
+pub mod dev_secrets;
+pub mod serve;

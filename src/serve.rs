@@ -1,0 +1,353 @@
+//! Starting the service: the store (migrated), the partners (the built-in sandbox when none are
+//! configured), the HTTP API with the sandbox mounted beside it, and the background workers.
+//! `Application` is what tests start in-process, on port 0, exactly as `tributary serve` does.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use api::{
+    ApiSettings,
+    auth::{JwtKeys, Role},
+};
+use engine::{Store, store::StoreOptions};
+use poem::{EndpointExt as _, Route, Server, listener::TcpAcceptor};
+use sandbox::{Flavor, Sandbox, SandboxConfig};
+use tokio::{net::TcpListener, sync::watch};
+use url::Url;
+use workflows::{
+    Partners, Settings, Workflows,
+    partner::{ClientAuth, PartnerConfig, PartnerKind},
+};
+
+use crate::config::Config;
+
+/// A bound, ready-to-run service.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    public_url: Url,
+    workflows: Workflows,
+    sandbox: Option<Sandbox>,
+    jwt: JwtKeys,
+    routes: Route,
+}
+
+impl Application {
+    /// Opens and migrates the database, binds the listener (port 0 picks a free port) and wires
+    /// partners, API and sandbox. Nothing runs until [`Application::run_until_stopped`].
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, std::sync::Arc::new(engine::clock::SystemClock)).await
+    }
+
+    /// [`Application::build`] with an injected clock (tests move time instead of sleeping).
+    pub async fn build_with_clock(
+        config: Config,
+        clock: engine::clock::SharedClock,
+    ) -> anyhow::Result<Self> {
+        let keyring = config.crypto.keyring()?;
+        let jwt = config.auth.jwt_keys()?;
+        let store = Store::open_and_migrate(
+            &config.database.url,
+            &StoreOptions {
+                max_connections: config.database.max_connections,
+                busy_timeout: Duration::from_millis(config.database.busy_timeout_ms),
+            },
+            keyring,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                redact_url(&config.database.url)
+            )
+        })?
+        .with_clock(clock);
+
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let addr = listener.local_addr()?;
+        let public_url = match &config.server.public_url {
+            // Port 0 means "pick one": the URL must name the port actually bound.
+            Some(url) if config.server.listen.port() != 0 => url.clone(),
+            _ => Url::parse(&format!("http://{addr}/")).expect("socket address URL"),
+        };
+        let base = public_url.as_str().trim_end_matches('/').to_owned();
+
+        let sandbox = config.sandbox.enabled.then(|| {
+            let mut sandbox_config = SandboxConfig::new(
+                Url::parse(&format!("{base}/sandbox")).expect("valid URL"),
+                &public_url,
+            );
+            sandbox_config.auto_consent_user = config.sandbox.auto_consent_user.clone();
+            Sandbox::new(sandbox_config)
+        });
+
+        let mut partner_configs = config.partners.clone();
+        if partner_configs.is_empty() {
+            match &sandbox {
+                Some(sandbox) => partner_configs.extend(sandbox_partners(sandbox, &base)),
+                None => tracing::warn!("no partners are configured: connections cannot be made"),
+            }
+        }
+        let partners = Partners::from_config(partner_configs).map_err(|(name, err)| {
+            anyhow::anyhow!("invalid configuration: partners.{name}: {err}")
+        })?;
+        let workflows = Workflows::new(
+            store,
+            partners,
+            Settings {
+                state_ttl: Duration::from_secs(config.oauth.state_ttl_secs),
+                ..Settings::default()
+            },
+        );
+
+        let mut routes = Route::new();
+        if let Some(sandbox) = &sandbox {
+            routes = routes.nest("/sandbox", sandbox.endpoint());
+        }
+        let api = api::routes(
+            workflows.clone(),
+            jwt.clone(),
+            ApiSettings {
+                return_url: config.server.return_url.clone(),
+                max_body_bytes: config.server.max_body_bytes,
+                server_url: base.clone(),
+            },
+        );
+        let routes = routes.nest("/", api);
+
+        Ok(Self {
+            listener,
+            addr,
+            public_url,
+            workflows,
+            sandbox,
+            jwt,
+            routes,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The base URL browsers and partners use, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    pub fn workflows(&self) -> &Workflows {
+        &self.workflows
+    }
+
+    pub fn sandbox(&self) -> Option<&Sandbox> {
+        self.sandbox.as_ref()
+    }
+
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.jwt
+    }
+
+    /// The start-up banner: where things are and a ready operator token.
+    pub fn banner(&self) -> String {
+        let base = self.base_url();
+        let token = self
+            .jwt
+            .mint(Role::Ops, "operator", Duration::from_secs(24 * 3600));
+        let mut out = format!(
+            "\n  Tributary is listening on {base}\n\n  API docs (Swagger UI)  {base}/docs\n  OpenAPI document       {base}/openapi.json\n  Health / readiness     {base}/healthz  {base}/readyz\n"
+        );
+        if self.sandbox.is_some() {
+            out.push_str(&format!(
+                "  Sandbox partner        {base}/sandbox/  (partners sandbox-cgm, sandbox-pump)\n"
+            ));
+        }
+        let partners: Vec<_> = self
+            .workflows
+            .partners()
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        out.push_str(&format!(
+            "  Partners               {}\n",
+            partners.join(", ")
+        ));
+        out.push_str(&format!(
+            "\n  Operator token (24 h; mint others with `tributary token --role user --subject <id>`):\n    export TOKEN={token}\n    curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/partners\n"
+        ));
+        out
+    }
+
+    /// Serves HTTP and runs the background workers until `shutdown` completes, then drains
+    /// in-flight requests (up to 10 s) and stops the workers.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let revoker = {
+            let workflows = self.workflows.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                workflows
+                    .maintenance_loop(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+            })
+        };
+        let acceptor = TcpAcceptor::from_tokio(self.listener)?;
+        let served = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                self.routes.with(poem::middleware::Tracing),
+                shutdown,
+                Some(Duration::from_secs(10)),
+            )
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = revoker.await;
+        self.workflows.store().clone().close().await;
+        served.context("HTTP server failed")
+    }
+}
+
+/// The two partners the built-in sandbox simulates, configured against it.
+fn sandbox_partners(sandbox: &Sandbox, base: &str) -> Vec<(String, PartnerConfig)> {
+    let partner = |flavor: Flavor, name: &str, display: &str| {
+        let urls = sandbox.urls(flavor);
+        let client = sandbox
+            .config()
+            .clients
+            .iter()
+            .find(|c| c.flavor == flavor)
+            .expect("the sandbox registers a client per flavor");
+        PartnerConfig {
+            display_name: display.to_owned(),
+            kind: match flavor {
+                Flavor::Cgm => PartnerKind::Dexcom,
+                Flavor::Pump => PartnerKind::Pump,
+            },
+            client_id: client.client_id.clone(),
+            client_secret: client.client_secret.clone().into(),
+            client_auth: match client.auth_method {
+                sandbox::ClientAuthMethod::Basic => ClientAuth::ClientSecretBasic,
+                sandbox::ClientAuthMethod::Post => ClientAuth::ClientSecretPost,
+            },
+            authorize_url: urls.authorize,
+            token_url: urls.token,
+            revoke_url: Some(urls.revoke),
+            redirect_url: Url::parse(&format!("{base}/v1/oauth/{name}/callback"))
+                .expect("valid URL"),
+            require_issuer: urls.issuer.is_some(),
+            issuer: urls.issuer,
+            scopes: match flavor {
+                Flavor::Cgm => vec![sandbox::OFFLINE_ACCESS.to_owned()],
+                Flavor::Pump => vec![
+                    sandbox::PUMP_READ_SCOPE.to_owned(),
+                    sandbox::OFFLINE_ACCESS.to_owned(),
+                ],
+            },
+            api_base_url: urls.api_base,
+            request_timeout_secs: 30,
+        }
+    };
+    vec![
+        (
+            sandbox::DEFAULT_CGM_PARTNER_NAME.to_owned(),
+            partner(
+                Flavor::Cgm,
+                sandbox::DEFAULT_CGM_PARTNER_NAME,
+                "Sandbox CGM (Dexcom-shaped)",
+            ),
+        ),
+        (
+            sandbox::DEFAULT_PUMP_PARTNER_NAME.to_owned(),
+            partner(
+                Flavor::Pump,
+                sandbox::DEFAULT_PUMP_PARTNER_NAME,
+                "Sandbox insulin pump",
+            ),
+        ),
+    ]
+}
+
+fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested; draining");
+}
+
+/// `tributary serve`.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
+    eprintln!("{}", app.banner());
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// `tributary migrate`.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store = Store::open(
+        &config.database.url,
+        &StoreOptions::default(),
+        config.crypto.keyring()?,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot open the database {}",
+            redact_url(&config.database.url)
+        )
+    })?;
+    store.migrate().await.context("migration failed")?;
+    eprintln!("migrations applied to {}", redact_url(&config.database.url));
+    Ok(())
+}
+
+/// `tributary sandbox`: the simulated partner on its own.
+pub async fn sandbox(listen: SocketAddr, auto_consent_user: Option<String>) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let mut config = SandboxConfig::new(
+        Url::parse(&format!("http://{addr}")).expect("socket address URL"),
+        &Url::parse(sandbox::config::DEFAULT_APP_BASE_URL).expect("constant URL"),
+    );
+    config.auto_consent_user = auto_consent_user;
+    let sb = Sandbox::new(config);
+    eprintln!(
+        "\n  Sandbox partner listening on http://{addr}/ (index of URLs there)\n  Clients redirect to {}\n  Admin API: http://{addr}/admin/faults, /admin/clock, /admin/stats\n",
+        sandbox::config::DEFAULT_APP_BASE_URL
+    );
+    sandbox::serve(sb, listener, shutdown_signal())
+        .await
+        .context("sandbox server failed")
+}
