@@ -1,1 +1,106 @@
-//! api
+//! The HTTP API: JSON over poem-openapi, documented at `/openapi.json` and `/docs`.
+//!
+//! Errors become HTTP here only: each endpoint has its own response enum (declared with
+//! `problem::endpoint_response!`) with a documented status per variant, and every error body is
+//! `application/problem+json` with a stable `code`, including the ones poem itself would answer
+//! in plain text (unknown routes, wrong methods, malformed bodies, oversized bodies).
+//!
+//! # Layout
+//! - [`auth`]: JWT verification (`JwtKeys`, `Role`, `Claims`).
+//! - `security.rs`: the bearer security scheme and who may do what.
+//! - `problem.rs`: problem details, error mapping, `endpoint_response!`.
+//! - `models.rs`: the JSON types and their conversions from the engine's.
+//! - `meta.rs`: `/healthz`, `/readyz`. `partners.rs`: `/v1/partners`.
+//! - `connections.rs`: `/v1/users/{userId}/connections`, `/v1/connections/{id}[/…]`.
+//! - `oauth.rs`: `/v1/oauth/{partner}/callback` (browser-facing, no bearer token).
+//! - `ops.rs`: refresh, alerts, revocations (operators).
+//! - `middleware.rs`: body limit, panics as problems, security headers.
+
+pub mod auth;
+mod connections;
+mod meta;
+mod middleware;
+mod models;
+mod oauth;
+mod ops;
+mod partners;
+pub mod problem;
+mod security;
+
+use poem::{Endpoint, EndpointExt as _, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+use url::Url;
+use workflows::Workflows;
+
+use crate::{
+    connections::ConnectionsApi, meta::MetaApi, oauth::OAuthApi, ops::OpsApi, partners::PartnersApi,
+};
+
+/// How the API is served.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Where browsers go after the OAuth callback (Tidepool Web), with `outcome`, `partner`,
+    /// `connectionId` and `code` appended; `None` shows a small HTML page instead.
+    pub return_url: Option<Url>,
+    /// Largest accepted request body, in bytes (413 `payload_too_large` beyond).
+    pub max_body_bytes: usize,
+    /// The public base URL, listed as the server in the OpenAPI document.
+    pub server_url: String,
+}
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Liveness and readiness.
+    Health,
+    /// The partners users can connect to.
+    Partners,
+    /// Users' connections to partners.
+    Connections,
+    /// The OAuth redirect from partners (browsers).
+    #[oai(rename = "OAuth")]
+    OAuth,
+    /// Operators' tools.
+    Operations,
+}
+
+/// All routes: `/v1/…`, `/healthz`, `/readyz`, `/openapi.json` and `/docs` (Swagger UI).
+pub fn routes(
+    workflows: Workflows,
+    jwt: auth::JwtKeys,
+    settings: ApiSettings,
+) -> impl Endpoint<Output = Response> {
+    let apis = (
+        MetaApi {
+            store: workflows.store().clone(),
+        },
+        PartnersApi {
+            workflows: workflows.clone(),
+        },
+        ConnectionsApi {
+            workflows: workflows.clone(),
+        },
+        OAuthApi {
+            workflows: workflows.clone(),
+            return_url: settings.return_url.clone(),
+        },
+        OpsApi { workflows },
+    );
+    let service = OpenApiService::new(apis, "Tributary", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Connects Tidepool users to device partners' clouds over OAuth 2.0. Errors are \
+             `application/problem+json` with a stable `code`.",
+        )
+        .server(settings.server_url.clone());
+    let spec = service.spec_endpoint();
+    let docs = service.swagger_ui();
+    let max_body_bytes = settings.max_body_bytes;
+    Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", service)
+        .data(jwt)
+        .around(move |endpoint, req| middleware::limit_body(endpoint, req, max_body_bytes))
+        .with(middleware::catch_panic())
+        .catch_all_error(problem::catch_all)
+        .with(middleware::security_headers())
+}

@@ -19,7 +19,7 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 pub use authorizations::{AuthorizationRejected, ConsumedAuthorization};
 pub use connections::Applied;
 use migrations::{Migrator, MigratorTrait};
-pub use revocations::DueRevocation;
+pub use revocations::{DueRevocation, RevocationStatus};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector,
 };

@@ -1,0 +1,295 @@
+//! The JSON the API speaks (camelCase), kept apart from the engine's types with explicit
+//! conversions so a change in storage never silently changes the wire format. Nothing here can
+//! hold token material: the engine's `Connection` has none, and these types copy field by field.
+
+use chrono::{DateTime, Utc};
+use engine::{
+    model::{Connection, ErrorInfo, JournalEntry, OperatorAlert},
+    state::State,
+};
+use poem_openapi::{
+    Enum, Object,
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
+};
+use serde_json::Value;
+use uuid::Uuid;
+use workflows::partner::{PartnerConfig, PartnerKind};
+
+/// Where a connection is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "ConnectionState", rename_all = "snake_case")]
+pub enum StateJson {
+    /// A clinician invited the patient; nothing authorized yet.
+    Invited,
+    /// The user is at the partner's consent page.
+    Authorizing,
+    /// Tokens held; data are transferred.
+    Active,
+    /// An access-token refresh is in flight.
+    Refreshing,
+    /// Disconnected by the user or revoked by the partner.
+    Revoked,
+    /// Gave up (declined consent, misconfiguration, failure budget spent).
+    Failed,
+}
+
+impl From<State> for StateJson {
+    fn from(state: State) -> Self {
+        match state {
+            State::Invited => StateJson::Invited,
+            State::Authorizing => StateJson::Authorizing,
+            State::Active => StateJson::Active,
+            State::Refreshing => StateJson::Refreshing,
+            State::Revoked => StateJson::Revoked,
+            State::Failed => StateJson::Failed,
+        }
+    }
+}
+
+/// The last thing that went wrong with a connection.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "ConnectionError", rename_all = "camelCase")]
+pub struct ErrorInfoJson {
+    /// Stable machine-readable code (`invalid_grant`, `partner_unavailable`, …).
+    pub code: String,
+    pub message: String,
+}
+
+impl From<ErrorInfo> for ErrorInfoJson {
+    fn from(info: ErrorInfo) -> Self {
+        Self {
+            code: info.code,
+            message: info.message,
+        }
+    }
+}
+
+/// A user's connection to one partner. Never carries tokens.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Connection", rename_all = "camelCase")]
+pub struct ConnectionJson {
+    pub id: Uuid,
+    pub user_id: String,
+    pub partner: String,
+    pub state: StateJson,
+    /// Incremented by every change (compare-and-swap guard).
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub state_changed_at: DateTime<Utc>,
+    pub last_error: Option<ErrorInfoJson>,
+    /// Consecutive failures counted against the connection.
+    pub failure_count: u32,
+    pub paused: bool,
+    /// When the current access token expires (not the token itself).
+    pub token_expires_at: Option<DateTime<Utc>>,
+    /// The scope the partner granted.
+    pub scope: Option<String>,
+    pub earliest_data_time: Option<DateTime<Utc>>,
+    pub latest_data_time: Option<DateTime<Utc>>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub next_sync_at: Option<DateTime<Utc>>,
+}
+
+impl From<Connection> for ConnectionJson {
+    fn from(c: Connection) -> Self {
+        Self {
+            id: c.id.as_uuid(),
+            user_id: c.user_id.to_string(),
+            partner: c.partner.to_string(),
+            state: c.state.into(),
+            version: c.version,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            state_changed_at: c.state_changed_at,
+            last_error: c.last_error.map(Into::into),
+            failure_count: c.failure_count,
+            paused: c.paused,
+            token_expires_at: c.token_expires_at,
+            scope: c.scope,
+            earliest_data_time: c.earliest_data_time,
+            latest_data_time: c.latest_data_time,
+            last_sync_at: c.last_sync_at,
+            next_sync_at: c.next_sync_at,
+        }
+    }
+}
+
+/// A connection in `authorizing` and where to send the user's browser.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Authorization", rename_all = "camelCase")]
+pub struct AuthorizationJson {
+    #[oai(flatten)]
+    pub connection: ConnectionJson,
+    /// The partner's consent page, with a fresh `state` and PKCE (S256) challenge. Single use;
+    /// valid for a few minutes.
+    pub authorize_url: String,
+}
+
+impl From<workflows::Authorization> for AuthorizationJson {
+    fn from(a: workflows::Authorization) -> Self {
+        Self {
+            connection: a.connection.into(),
+            authorize_url: a.authorize_url.to_string(),
+        }
+    }
+}
+
+/// One journal entry: a transition (or a note) of a connection.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "ConnectionEvent", rename_all = "camelCase")]
+pub struct EventJson {
+    /// Position in this connection's journal, from 1.
+    pub seq: i64,
+    /// `null` for the entry that created the connection.
+    pub from: Option<StateJson>,
+    pub to: StateJson,
+    /// `start_authorization`, `authorized`, `disconnect`, `note`, …
+    pub event: String,
+    /// `user:<id>`, `ops:<sub>`, `partner:<name>`, `system:<component>`.
+    pub actor: String,
+    pub reason: Option<String>,
+    /// Non-secret structured details.
+    pub details: serde_json::Value,
+    pub at: DateTime<Utc>,
+}
+
+impl From<JournalEntry> for EventJson {
+    fn from(e: JournalEntry) -> Self {
+        Self {
+            seq: e.seq,
+            from: e.from.map(Into::into),
+            to: e.to.into(),
+            event: e.event,
+            actor: e.actor,
+            reason: e.reason,
+            details: e.details,
+            at: e.at,
+        }
+    }
+}
+
+/// Which data adapter a partner uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "PartnerKind", rename_all = "snake_case")]
+pub enum PartnerKindJson {
+    /// A Dexcom API v3 shaped CGM cloud.
+    Dexcom,
+    /// An insulin-pump cloud.
+    Pump,
+}
+
+/// A configured partner.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Partner", rename_all = "camelCase")]
+pub struct PartnerJson {
+    /// Used in URLs and in `POST /v1/users/{userId}/connections`.
+    pub name: String,
+    pub display_name: String,
+    pub kind: PartnerKindJson,
+    /// The scopes requested at authorization.
+    pub scopes: Vec<String>,
+}
+
+impl PartnerJson {
+    pub fn new(name: &str, config: &PartnerConfig) -> Self {
+        Self {
+            name: name.to_owned(),
+            display_name: config.display_name.clone(),
+            kind: match config.kind {
+                PartnerKind::Dexcom => PartnerKindJson::Dexcom,
+                PartnerKind::Pump => PartnerKindJson::Pump,
+            },
+            scopes: config.scopes.clone(),
+        }
+    }
+}
+
+/// A configuration fault operators must look at (not charged to any user).
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "OperatorAlert", rename_all = "camelCase")]
+pub struct AlertJson {
+    pub id: String,
+    pub partner: String,
+    pub connection_id: Option<String>,
+    pub code: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<OperatorAlert> for AlertJson {
+    fn from(a: OperatorAlert) -> Self {
+        Self {
+            id: a.id,
+            partner: a.partner,
+            connection_id: a.connection_id,
+            code: a.code,
+            message: a.message,
+            created_at: a.created_at,
+        }
+    }
+}
+
+/// A partner-side (RFC 7009) revocation owed for a disconnected connection. The token itself is
+/// never shown.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Revocation", rename_all = "camelCase")]
+pub struct RevocationJson {
+    pub id: String,
+    pub connection_id: String,
+    pub partner: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    /// The last attempt's error code, if it failed.
+    pub last_error: Option<String>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// `revoked` (the partner confirmed) or `abandoned` (attempt limit reached); `null` while
+    /// pending.
+    pub outcome: Option<String>,
+}
+
+/// A JSON string, and only a string: poem-openapi's `String` also accepts numbers and booleans
+/// (`{"partner": 42}` would read as `"42"`), which hides client bugs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrictString(pub String);
+
+impl Type for StrictString {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema::new("string")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for StrictString {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) => Ok(Self(s)),
+            other => Err(ParseError::expected_type(other.unwrap_or_default())),
+        }
+    }
+}
+
+impl ToJSON for StrictString {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
