@@ -86,7 +86,10 @@ enum OperatorAlerts {
 }
 
 fn ts(col: impl IntoIden) -> ColumnDef {
-    ColumnDef::new(col).timestamp_with_time_zone().not_null().take()
+    ColumnDef::new(col)
+        .timestamp_with_time_zone()
+        .not_null()
+        .take()
 }
 
 fn ts_null(col: impl IntoIden) -> ColumnDef {
@@ -105,20 +108,55 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Connections::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Connections::Id).string_len(36).not_null().primary_key())
-                    .col(ColumnDef::new(Connections::UserId).string_len(64).not_null())
-                    .col(ColumnDef::new(Connections::Partner).string_len(32).not_null())
+                    .col(
+                        ColumnDef::new(Connections::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Connections::UserId)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Connections::Partner)
+                            .string_len(32)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Connections::State).string_len(16).not_null())
-                    .col(ColumnDef::new(Connections::Version).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Connections::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ts(Connections::CreatedAt))
                     .col(ts(Connections::UpdatedAt))
                     .col(ts(Connections::StateChangedAt))
-                    .col(ColumnDef::new(Connections::LastErrorCode).string_len(64).null())
+                    .col(
+                        ColumnDef::new(Connections::LastErrorCode)
+                            .string_len(64)
+                            .null(),
+                    )
                     .col(ColumnDef::new(Connections::LastError).text().null())
-                    .col(ColumnDef::new(Connections::FailureCount).integer().not_null().default(0))
-                    .col(ColumnDef::new(Connections::Paused).boolean().not_null().default(false))
+                    .col(
+                        ColumnDef::new(Connections::FailureCount)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Connections::Paused)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .col(ColumnDef::new(Connections::TokenCiphertext).binary().null())
-                    .col(ColumnDef::new(Connections::TokenKeyId).string_len(64).null())
+                    .col(
+                        ColumnDef::new(Connections::TokenKeyId)
+                            .string_len(64)
+                            .null(),
+                    )
                     .col(ts_null(Connections::TokenExpiresAt))
                     .col(ColumnDef::new(Connections::Scope).text().null())
                     .col(ts_null(Connections::EarliestDataTime))
@@ -163,12 +201,36 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(ConnectionEvents::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(ConnectionEvents::ConnectionId).string_len(36).not_null())
-                    .col(ColumnDef::new(ConnectionEvents::Seq).big_integer().not_null())
-                    .col(ColumnDef::new(ConnectionEvents::FromState).string_len(16).null())
-                    .col(ColumnDef::new(ConnectionEvents::ToState).string_len(16).not_null())
-                    .col(ColumnDef::new(ConnectionEvents::Event).string_len(48).not_null())
-                    .col(ColumnDef::new(ConnectionEvents::Actor).string_len(160).not_null())
+                    .col(
+                        ColumnDef::new(ConnectionEvents::ConnectionId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConnectionEvents::Seq)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConnectionEvents::FromState)
+                            .string_len(16)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConnectionEvents::ToState)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConnectionEvents::Event)
+                            .string_len(48)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ConnectionEvents::Actor)
+                            .string_len(160)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(ConnectionEvents::Reason).text().null())
                     .col(ColumnDef::new(ConnectionEvents::Details).json().not_null())
                     .col(ts(ConnectionEvents::At))
@@ -197,16 +259,35 @@ impl MigrationTrait for Migration {
                             .not_null()
                             .primary_key(),
                     )
-                    .col(ColumnDef::new(OauthAuthorizations::ConnectionId).string_len(36).not_null())
-                    .col(ColumnDef::new(OauthAuthorizations::Partner).string_len(32).not_null())
-                    .col(ColumnDef::new(OauthAuthorizations::VerifierCiphertext).binary().not_null())
-                    .col(ColumnDef::new(OauthAuthorizations::KeyId).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(OauthAuthorizations::ConnectionId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OauthAuthorizations::Partner)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OauthAuthorizations::VerifierCiphertext)
+                            .binary()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OauthAuthorizations::KeyId)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ts(OauthAuthorizations::CreatedAt))
                     .col(ts(OauthAuthorizations::ExpiresAt))
                     .col(ts_null(OauthAuthorizations::ConsumedAt))
                     .foreign_key(
                         ForeignKey::create()
-                            .from(OauthAuthorizations::Table, OauthAuthorizations::ConnectionId)
+                            .from(
+                                OauthAuthorizations::Table,
+                                OauthAuthorizations::ConnectionId,
+                            )
                             .to(Connections::Table, Connections::Id),
                     )
                     .to_owned(),
@@ -228,17 +309,47 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(PartnerRevocations::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(PartnerRevocations::Id).string_len(36).not_null().primary_key())
-                    .col(ColumnDef::new(PartnerRevocations::ConnectionId).string_len(36).not_null())
-                    .col(ColumnDef::new(PartnerRevocations::Partner).string_len(32).not_null())
-                    .col(ColumnDef::new(PartnerRevocations::TokenCiphertext).binary().null())
-                    .col(ColumnDef::new(PartnerRevocations::KeyId).string_len(64).null())
-                    .col(ColumnDef::new(PartnerRevocations::Attempts).integer().not_null().default(0))
+                    .col(
+                        ColumnDef::new(PartnerRevocations::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(PartnerRevocations::ConnectionId)
+                            .string_len(36)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PartnerRevocations::Partner)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(PartnerRevocations::TokenCiphertext)
+                            .binary()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(PartnerRevocations::KeyId)
+                            .string_len(64)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(PartnerRevocations::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
                     .col(ts(PartnerRevocations::NextAttemptAt))
                     .col(ColumnDef::new(PartnerRevocations::LastError).text().null())
                     .col(ts(PartnerRevocations::CreatedAt))
                     .col(ts_null(PartnerRevocations::CompletedAt))
-                    .col(ColumnDef::new(PartnerRevocations::Outcome).string_len(16).null())
+                    .col(
+                        ColumnDef::new(PartnerRevocations::Outcome)
+                            .string_len(16)
+                            .null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .from(PartnerRevocations::Table, PartnerRevocations::ConnectionId)
@@ -264,10 +375,27 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(OperatorAlerts::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(OperatorAlerts::Id).string_len(36).not_null().primary_key())
-                    .col(ColumnDef::new(OperatorAlerts::Partner).string_len(32).not_null())
-                    .col(ColumnDef::new(OperatorAlerts::ConnectionId).string_len(36).null())
-                    .col(ColumnDef::new(OperatorAlerts::Code).string_len(64).not_null())
+                    .col(
+                        ColumnDef::new(OperatorAlerts::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(OperatorAlerts::Partner)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OperatorAlerts::ConnectionId)
+                            .string_len(36)
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(OperatorAlerts::Code)
+                            .string_len(64)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(OperatorAlerts::Message).text().not_null())
                     .col(ts(OperatorAlerts::CreatedAt))
                     .to_owned(),

@@ -64,7 +64,7 @@ impl Workflows {
             .ok_or_else(|| WorkflowError::UnknownPartner(connection.partner.to_string()))?;
         let request = client.authorization_request();
         let change = self.start_change(actor, &request);
-        match self.store.apply(id, Some(connection.version), change).await {
+        match self.store.apply(id, None, change).await {
             Ok(applied) => Ok(Authorization {
                 connection: applied.connection,
                 authorize_url: request.url,

@@ -39,6 +39,8 @@ pub struct Settings {
     /// A connection held in `refreshing` longer than this was abandoned by a crashed worker
     /// and is returned to `active`.
     pub stale_refresh_after: Duration,
+    /// Access tokens expiring within this margin are refreshed ahead of use.
+    pub refresh_margin: Duration,
 }
 
 impl Default for Settings {
@@ -47,6 +49,7 @@ impl Default for Settings {
             state_ttl: Duration::from_secs(600),
             revoker: RevokerSettings::default(),
             stale_refresh_after: Duration::from_secs(300),
+            refresh_margin: Duration::from_secs(300),
         }
     }
 }

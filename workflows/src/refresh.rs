@@ -176,6 +176,31 @@ impl Workflows {
         })
     }
 
+    /// Refreshes every active connection whose access token expires within the refresh
+    /// margin. Returns how many were refreshed.
+    pub async fn refresh_expiring(&self) -> Result<usize, WorkflowError> {
+        let margin =
+            TimeDelta::from_std(self.settings.refresh_margin).unwrap_or(TimeDelta::minutes(5));
+        let due = self
+            .store
+            .tokens_expiring_before(self.store.clock().now() + margin, 100)
+            .await?;
+        let mut refreshed = 0;
+        for connection in due {
+            match self
+                .refresh(connection.id, Actor::system("refresher"))
+                .await
+            {
+                Ok(RefreshOutcome::Refreshed { .. }) => refreshed += 1,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(connection = %connection.id, error = %err, "refresh failed")
+                }
+            }
+        }
+        Ok(refreshed)
+    }
+
     /// Returns connections a crashed worker left in `refreshing` to `active` (the lock is
     /// released; the next refresh takes it again). Returns how many were recovered.
     pub async fn recover_stale_refreshes(&self) -> Result<usize, WorkflowError> {

@@ -102,8 +102,9 @@ impl Workflows {
         Ok(due.len())
     }
 
-    /// Runs revocations until `shutdown` completes: woken by each disconnect, and polling.
-    pub async fn revoker_loop(&self, shutdown: impl std::future::Future<Output = ()>) {
+    /// The maintenance loop until `shutdown` completes: partner-side revocations (woken by each
+    /// disconnect), expiring-token refreshes and stale-refresh recovery, polling meanwhile.
+    pub async fn maintenance_loop(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             if let Err(err) = self.run_due_revocations().await {
@@ -111,6 +112,9 @@ impl Workflows {
             }
             if let Err(err) = self.recover_stale_refreshes().await {
                 tracing::error!(error = %err, "stale refresh recovery failed");
+            }
+            if let Err(err) = self.refresh_expiring().await {
+                tracing::error!(error = %err, "refreshing expiring tokens failed");
             }
             tokio::select! {
                 _ = &mut shutdown => return,

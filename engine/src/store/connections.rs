@@ -23,6 +23,9 @@ use crate::{
     state::{Effect, Event, State, Transition, transition},
 };
 
+/// How often a change without an expected version is retried after losing a race.
+const CONFLICT_RETRIES: u32 = 5;
+
 /// The result of an applied change.
 #[derive(Debug, Clone)]
 pub struct Applied {
@@ -129,6 +132,28 @@ impl Store {
         partner: &PartnerName,
         change: Change,
     ) -> Result<(Applied, bool)> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .open_connection_once(user, partner, change.clone())
+                .await
+            {
+                Err(StoreError::Conflict { .. } | StoreError::AlreadyLive)
+                    if attempt < CONFLICT_RETRIES =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_connection_once(
+        &self,
+        user: &UserId,
+        partner: &PartnerName,
+        change: Change,
+    ) -> Result<(Applied, bool)> {
         let existing = connection::Entity::find()
             .filter(connection::Column::UserId.eq(user.as_str()))
             .filter(connection::Column::Partner.eq(partner.as_str()))
@@ -203,17 +228,33 @@ impl Store {
     /// Applies `change` to a connection with compare-and-swap on its version. With
     /// `expected_version`, a connection at any other version is a `Conflict` (a stale job does
     /// nothing); without, the version just read is the one swapped.
+    ///
+    /// Without an expected version a lost race is retried (a few times) against the fresh row,
+    /// so the event is re-validated against whatever state the winner left.
     pub async fn apply(
         &self,
         id: ConnectionId,
         expected_version: Option<i64>,
         change: Change,
     ) -> Result<Applied> {
-        let row = connection::Entity::find_by_id(id.to_string())
-            .one(&self.db)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        self.apply_to_row(row, expected_version, change).await
+        let mut attempt = 0;
+        loop {
+            let row = connection::Entity::find_by_id(id.to_string())
+                .one(&self.db)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            match self
+                .apply_to_row(row, expected_version, change.clone())
+                .await
+            {
+                Err(StoreError::Conflict { .. })
+                    if expected_version.is_none() && attempt < CONFLICT_RETRIES =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn apply_to_row(

@@ -152,17 +152,8 @@ impl Store {
         Ok(())
     }
 
-    /// A journal-only entry; retried when a concurrent transition wins the version.
+    /// A journal-only entry (`apply` retries it when a concurrent transition wins the version).
     pub async fn apply_note(&self, id: ConnectionId, change: Change) -> Result<()> {
-        for _ in 0..5 {
-            match self.apply(id, None, change.clone()).await {
-                Err(StoreError::Conflict { .. }) => continue,
-                other => return other.map(|_| ()),
-            }
-        }
-        Err(StoreError::Conflict {
-            expected: -1,
-            actual: -1,
-        })
+        self.apply(id, None, change).await.map(|_| ())
     }
 }

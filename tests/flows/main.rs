@@ -1,0 +1,8 @@
+//! End-to-end flows: the whole service in-process on a loopback port (exactly what
+//! `tributary serve` runs), its built-in sandbox partner, real HTTP, a real SQLite file or a
+//! real PostgreSQL database. Each test runs on both backends (`engine::backend_tests!`).
+
+mod callbacks;
+mod connect;
+mod helpers;
+mod lifecycle;
