@@ -17,6 +17,7 @@ pub mod partner;
 mod partners;
 mod refresh;
 mod revoke;
+pub mod records;
 
 use std::{sync::Arc, time::Duration};
 
