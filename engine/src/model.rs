@@ -31,6 +31,10 @@ pub struct Connection {
     pub latest_data_time: Option<DateTime<Utc>>,
     pub last_sync_at: Option<DateTime<Utc>>,
     pub next_sync_at: Option<DateTime<Utc>>,
+    /// End of the last completely fetched window (the transfer cursor).
+    pub fetched_through: Option<DateTime<Utc>>,
+    /// Start of the current streak of failed transfers.
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
 /// The last thing that went wrong, in words safe to show (no secrets, no health data).
@@ -198,4 +202,32 @@ pub struct OperatorAlert {
     pub code: String,
     pub message: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// One record in the Tidepool data model, ready to store (produced by the mapping).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedRecord {
+    /// The partner's stable id of the record (`recordId`, pump `id`, or a derived key for
+    /// records without one); with the connection, the idempotency key of storage.
+    pub partner_record_id: String,
+    /// Tidepool `type` (`cbg`, `basal`, `bolus`, `deviceEvent`, …).
+    pub datum_type: String,
+    /// Tidepool `time` (UTC).
+    pub time: DateTime<Utc>,
+    /// The partner deleted the record (`eventStatus: deleted`): retire the stored one.
+    pub retired: bool,
+    /// The complete Tidepool datum (type, time, deviceTime, timezoneOffset, deviceId, origin,
+    /// payload, type-specific fields).
+    pub datum: serde_json::Value,
+}
+
+/// A stored record as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    pub connection_id: String,
+    pub partner_record_id: String,
+    pub datum_type: String,
+    pub time: DateTime<Utc>,
+    pub retired: bool,
+    pub datum: serde_json::Value,
 }

@@ -11,12 +11,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_connections;
+mod m20261125_000002_create_data_records;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_create_connections::Migration)]
+        vec![
+            Box::new(m20261125_000001_create_connections::Migration),
+            Box::new(m20261125_000002_create_data_records::Migration),
+        ]
     }
 }

@@ -1,7 +1,6 @@
 //! Record types shared by the partner data adapters (which produce [`RawRecord`]s) and the
 //! mapping to the Tidepool data model (which turns them into [`MappedRecord`]s).
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What kind of partner record a raw JSON value is.
@@ -31,19 +30,5 @@ pub struct RawRecord {
     pub value: serde_json::Value,
 }
 
-/// One record in the Tidepool data model, ready to store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MappedRecord {
-    /// The partner's stable id of the record (`recordId`, pump `id`, or a derived key for
-    /// records without one); with the connection, the idempotency key of storage.
-    pub partner_record_id: String,
-    /// Tidepool `type` (`cbg`, `basal`, `bolus`, `deviceEvent`, …).
-    pub datum_type: String,
-    /// Tidepool `time` (UTC).
-    pub time: DateTime<Utc>,
-    /// The partner deleted the record (`eventStatus: deleted`): retire the stored one.
-    pub retired: bool,
-    /// The complete Tidepool datum (type, time, deviceTime, timezoneOffset, deviceId, origin,
-    /// payload, type-specific fields).
-    pub datum: serde_json::Value,
-}
+/// One record in the Tidepool data model, ready to store (defined in the engine, which stores it).
+pub use engine::model::MappedRecord;

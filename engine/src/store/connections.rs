@@ -193,6 +193,11 @@ impl Store {
             latest_data_time: Set(None),
             last_sync_at: Set(None),
             next_sync_at: Set(None),
+            fetched_through: Set(None),
+            failing_since: Set(None),
+            sync_lease_until: Set(None),
+            sync_lease_token: Set(None),
+            sync_requested_at: Set(None),
         };
         apply_error_fields(&mut row, &change.error, None);
         let txn = self.db.begin().await?;
@@ -444,6 +449,10 @@ impl Store {
         }
         if effects.contains(&Effect::CancelFetch) {
             update.next_sync_at = Set(None);
+            update.failing_since = Set(None);
+            // A transfer in flight loses its lease: its next write is refused.
+            update.sync_lease_until = Set(None);
+            update.sync_lease_token = Set(None);
             touched = true;
         }
         if effects.contains(&Effect::AlertOperators) {
@@ -579,6 +588,8 @@ pub(super) fn to_domain(row: connection::Model) -> Result<Connection> {
         latest_data_time: row.latest_data_time,
         last_sync_at: row.last_sync_at,
         next_sync_at: row.next_sync_at,
+        fetched_through: row.fetched_through,
+        failing_since: row.failing_since,
     })
 }
 

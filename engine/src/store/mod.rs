@@ -13,6 +13,7 @@ mod authorizations;
 mod connections;
 pub mod entities;
 mod revocations;
+mod sync;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
@@ -27,6 +28,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
+pub use sync::{ChunkStats, Claimed, RecordQuery, SyncEnd, SyncLease};
 
 use crate::{
     clock::{SharedClock, SystemClock},
@@ -57,6 +59,10 @@ pub enum StoreError {
     Crypto(#[from] CryptoError),
     #[error("stored data are corrupt: {0}")]
     Corrupt(String),
+    /// The transfer lease was taken over (expired and reclaimed) or the connection left
+    /// `active`: stop without writing.
+    #[error("the transfer lease was lost")]
+    LeaseLost,
     #[error("database error: {0}")]
     Db(#[from] DbErr),
 }

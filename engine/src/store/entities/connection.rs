@@ -26,6 +26,16 @@ pub struct Model {
     pub latest_data_time: Option<DateTimeUtc>,
     pub last_sync_at: Option<DateTimeUtc>,
     pub next_sync_at: Option<DateTimeUtc>,
+    /// End of the last completely fetched window (the transfer cursor).
+    pub fetched_through: Option<DateTimeUtc>,
+    /// Start of the current streak of failed transfers (the failure budget runs from here).
+    pub failing_since: Option<DateTimeUtc>,
+    /// While in the future, a dispatcher or worker holds the connection's transfer.
+    pub sync_lease_until: Option<DateTimeUtc>,
+    /// Set by the worker that started the transfer; every progress write checks it.
+    pub sync_lease_token: Option<String>,
+    /// Last user-requested immediate sync (rate limit).
+    pub sync_requested_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod connection_event;
+pub mod data_record;
 pub mod oauth_authorization;
 pub mod operator_alert;
 pub mod partner_revocation;
