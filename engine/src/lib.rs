@@ -11,7 +11,9 @@
 pub mod clock;
 pub mod crypto;
 pub mod ids;
+pub mod jobs;
 pub mod model;
+pub mod schedule;
 pub mod secret;
 pub mod state;
 pub mod store;
