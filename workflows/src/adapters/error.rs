@@ -1,0 +1,349 @@
+//! [`FetchError`]: what went wrong talking to a partner's data API, decided once, here
+//! (STYLE practice 5). Callers match on the variant and never look at statuses or bodies.
+//!
+//! | What came back                                                        | Variant         |
+//! |----------------------------------------------------------------------|-----------------|
+//! | 401 (any body); a 400 whose JSON `error` is `invalid_token`          | `Unauthorized`  |
+//! | 429 (`Retry-After` seconds or HTTP-date, else 60 s)                  | `RateLimited`   |
+//! | 5xx (outages, maintenance), 302/303/307, 1xx, 2xx other than 200     | `Transient`     |
+//! | timeout, connection refused or reset, body cut off                   | `Transient`     |
+//! | 200 with a non-JSON content type, unparsable JSON, no `records` array | `Transient`    |
+//! | a 400 without a well-formed JSON `error` (an outage's HTML: lesson 1); other 4xx | `Transient` |
+//! | 4xx with `server_error`, `temporarily_unavailable`, `invalid_cursor` | `Transient`     |
+//! | 400 with any other well-formed `error` (`invalid_request`: our parameters) | `Configuration` |
+//! | 403; `insufficient_scope` in any 4xx                                 | `Configuration` |
+//! | 404, 405, 410, 414 (wrong endpoint or URL); 301, 308 (moved for good) | `Configuration` |
+//! | refused locally: window too long, body over the cap, too many pages  | `Configuration` |
+//!
+//! `invalid_cursor` is transient because a new fetch of the window restarts paging without
+//! one.
+//!
+//! No message ever contains a response body, a token or a record (health data): only statuses,
+//! content types, sizes and our own words.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use reqwest::{
+    StatusCode,
+    header::{self, HeaderMap},
+};
+
+/// `Retry-After` assumed for a 429 without a usable one.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Longest OAuth-style error code read from a 400 body; longer counts as no code.
+const MAX_ERROR_CODE_LEN: usize = 128;
+
+/// Why a data-API request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// 401: the access token expired or was revoked: the caller refreshes and retries once.
+    /// Never evidence that the user revoked access; only the token endpoint's `invalid_grant`
+    /// is.
+    #[error("the partner rejected the access token")]
+    Unauthorized,
+    /// 429 with `Retry-After` (seconds or HTTP-date; [`DEFAULT_RETRY_AFTER`] when absent). Not
+    /// capped here: the caller's backoff policy clamps it.
+    #[error("rate limited by the partner; retry after {}s", retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
+    /// 5xx, timeouts, connection errors, malformed or truncated bodies, unexpected content
+    /// types, a 400 that is not about our request's shape: retry with backoff.
+    #[error("partner data API temporarily unavailable: {reason}")]
+    Transient {
+        /// Status, content type, size or transport failure; never a body.
+        reason: String,
+        /// HTTP status, when a response arrived.
+        status: Option<u16>,
+    },
+    /// 403, `insufficient_scope`, a 400 about parameters we built, 404 on a documented
+    /// endpoint, or a request refused locally: our configuration or code is wrong. Alert
+    /// operators; the user's connection is not at fault.
+    #[error("partner data API request is misconfigured: {reason}")]
+    Configuration {
+        /// What is wrong; never a body.
+        reason: String,
+        /// HTTP status, when a response arrived.
+        status: Option<u16>,
+    },
+}
+
+impl FetchError {
+    /// A stable, machine-readable code for journals, metrics and problem+json bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "data_unauthorized",
+            Self::RateLimited { .. } => "data_rate_limited",
+            Self::Transient { .. } => "data_transient",
+            Self::Configuration { .. } => "data_configuration",
+        }
+    }
+
+    /// True when the same request may succeed later unchanged (`RateLimited`, `Transient`).
+    /// `Unauthorized` needs a token refresh first; `Configuration` will fail again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::RateLimited { .. } | Self::Transient { .. })
+    }
+
+    pub(crate) fn transient(reason: impl Into<String>, status: Option<u16>) -> Self {
+        Self::Transient {
+            reason: reason.into(),
+            status,
+        }
+    }
+
+    pub(crate) fn configuration(reason: impl Into<String>, status: Option<u16>) -> Self {
+        Self::Configuration {
+            reason: reason.into(),
+            status,
+        }
+    }
+}
+
+/// A `DataClient` cannot be built from this configuration (reported at start-up).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataClientError {
+    #[error("partner {partner}: {field} {reason}")]
+    InvalidLimit {
+        partner: String,
+        field: &'static str,
+        reason: &'static str,
+    },
+    #[error("partner {partner}: api_base_url must be an absolute http(s) URL")]
+    InvalidBaseUrl { partner: String },
+    #[error("partner {partner}: cannot build the HTTP client: {reason}")]
+    HttpClient { partner: String, reason: String },
+}
+
+/// Classifies a response whose status is not 200. `body` is at most a small prefix, read only
+/// to find an OAuth-style error code; `now` is the base for an HTTP-date `Retry-After` when
+/// the response has no `Date` header.
+pub(crate) fn classify_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> FetchError {
+    let code = status.as_u16();
+    let described = || describe(status, headers, body.len());
+    match code {
+        401 => FetchError::Unauthorized,
+        429 => FetchError::RateLimited {
+            retry_after: retry_after(headers, now).unwrap_or(DEFAULT_RETRY_AFTER),
+        },
+        403 => FetchError::configuration(format!("{}: access forbidden", described()), Some(code)),
+        404 | 405 | 410 | 414 => FetchError::configuration(
+            format!("{}: the endpoint or URL is wrong", described()),
+            Some(code),
+        ),
+        301 | 308 => FetchError::configuration(
+            format!("{}: the endpoint moved; fix api_base_url", described()),
+            Some(code),
+        ),
+        400..=499 => match oauth_error_code(body).as_deref() {
+            Some("invalid_token") => FetchError::Unauthorized,
+            Some("insufficient_scope") => FetchError::configuration(
+                format!("{}: insufficient_scope", described()),
+                Some(code),
+            ),
+            Some(err @ ("server_error" | "temporarily_unavailable" | "invalid_cursor")) => {
+                FetchError::transient(format!("{}: {err}", described()), Some(code))
+            }
+            Some(err) if code == 400 => FetchError::configuration(
+                format!(
+                    "{}: the partner rejected our parameters ({err})",
+                    described()
+                ),
+                Some(code),
+            ),
+            _ => FetchError::transient(described(), Some(code)),
+        },
+        _ => FetchError::transient(described(), Some(code)),
+    }
+}
+
+/// Classifies a failure to get (all of) a response.
+pub(crate) fn classify_transport(error: reqwest::Error, timeout: Duration) -> FetchError {
+    let error = error.without_url();
+    let reason = if error.is_timeout() {
+        format!("timed out after {}s", timeout.as_secs())
+    } else if error.is_connect() {
+        "could not connect".to_owned()
+    } else if error.is_body() || error.is_decode() {
+        "the response body was cut off".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    FetchError::transient(reason, None)
+}
+
+/// "HTTP 400 (text/html, 1234 bytes)": never the body itself.
+pub(crate) fn describe(status: StatusCode, headers: &HeaderMap, body_len: usize) -> String {
+    format!(
+        "HTTP {} ({}, {body_len} bytes)",
+        status.as_u16(),
+        content_type(headers).unwrap_or_else(|| "no content type".to_owned())
+    )
+}
+
+/// The content type, truncated (it is partner-controlled and ends up in logs).
+pub(crate) fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(64).collect())
+}
+
+/// The `error` member of a JSON error body, if it is a well-formed code (RFC 6749 §5.2
+/// characters). `error_description` is ignored: it may echo input.
+fn oauth_error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    let code = serde_json::from_slice::<ErrorBody>(body).ok()?.error;
+    let well_formed = !code.is_empty()
+        && code.len() <= MAX_ERROR_CODE_LEN
+        && code
+            .bytes()
+            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
+    well_formed.then_some(code)
+}
+
+/// `Retry-After` as a delay: delta-seconds, or an HTTP-date measured from the response's own
+/// `Date` header (immune to clock skew) or else from `now`. A date in the past means "now".
+pub(crate) fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse::<u64>().ok().map(Duration::from_secs);
+    }
+    let at = parse_http_date(value)?;
+    let base = headers
+        .get(header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+        .unwrap_or(now);
+    Some((at - base).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// HTTP-date (RFC 9110 §5.6.7): IMF-fixdate, and the obsolete RFC 850 and asctime forms.
+fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
+    if let Ok(date) = DateTime::parse_from_rfc2822(value) {
+        return Some(date.with_timezone(&Utc));
+    }
+    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
+        .map(|naive| naive.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap()
+    }
+
+    fn classify(status: u16, headers: &[(&'static str, &'static str)], body: &str) -> FetchError {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        classify_status(
+            StatusCode::from_u16(status).unwrap(),
+            &map,
+            body.as_bytes(),
+            now(),
+        )
+    }
+
+    fn json(code: &str) -> String {
+        format!(r#"{{"error":"{code}","error_description":"SECRET"}}"#)
+    }
+
+    #[test]
+    fn the_table() {
+        use FetchError::*;
+        assert_eq!(classify(401, &[], ""), Unauthorized);
+        assert_eq!(classify(400, &[], &json("invalid_token")), Unauthorized);
+        let cases: [(u16, &str, &str); 16] = [
+            (500, "", "data_transient"),
+            (502, "<html>", "data_transient"),
+            (503, "", "data_transient"),
+            (408, "", "data_transient"),
+            (409, "", "data_transient"),
+            (400, "<html>Bad Request</html>", "data_transient"),
+            (400, "", "data_transient"),
+            (400, r#"{"error":42}"#, "data_transient"),
+            (400, &json("temporarily_unavailable"), "data_transient"),
+            (400, &json("invalid_cursor"), "data_transient"),
+            (400, &json("invalid_request"), "data_configuration"),
+            (403, &json("insufficient_scope"), "data_configuration"),
+            (403, "", "data_configuration"),
+            (404, "", "data_configuration"),
+            (301, "", "data_configuration"),
+            (302, "", "data_transient"),
+        ];
+        for (status, body, code) in cases {
+            let e = classify(status, &[("content-type", "application/json")], body);
+            assert_eq!(e.code(), code, "{status} {body}");
+            assert!(!format!("{e} {e:?}").contains("SECRET"));
+        }
+        assert_eq!(
+            classify(422, &[], &json("insufficient_scope")).code(),
+            "data_configuration"
+        );
+    }
+
+    #[test]
+    fn rate_limits_carry_retry_after() {
+        let e = classify(429, &[("retry-after", "7")], "");
+        assert_eq!(
+            e,
+            FetchError::RateLimited {
+                retry_after: Duration::from_secs(7)
+            }
+        );
+        assert!(e.is_retryable());
+        let e = classify(429, &[("retry-after", "Thu, 02 Jan 2025 03:05:05 GMT")], "");
+        assert_eq!(
+            e,
+            FetchError::RateLimited {
+                retry_after: Duration::from_secs(60)
+            }
+        );
+        let e = classify(
+            429,
+            &[
+                ("retry-after", "Thu, 02 Jan 2025 03:05:05 GMT"),
+                ("date", "Thu, 02 Jan 2025 03:04:35 GMT"),
+            ],
+            "",
+        );
+        assert_eq!(
+            e,
+            FetchError::RateLimited {
+                retry_after: Duration::from_secs(30)
+            }
+        );
+        for missing in [&[][..], &[("retry-after", "soon")][..]] {
+            assert_eq!(
+                classify(429, missing, ""),
+                FetchError::RateLimited {
+                    retry_after: DEFAULT_RETRY_AFTER
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn retryability() {
+        assert!(!FetchError::Unauthorized.is_retryable());
+        assert!(FetchError::transient("x", None).is_retryable());
+        assert!(!FetchError::configuration("x", None).is_retryable());
+    }
+}
