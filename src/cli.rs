@@ -42,6 +42,11 @@ pub enum Command {
     /// partner is mounted under /sandbox and, when no partners are configured, two partners
     /// (a CGM and a pump) are configured against it, so the whole OAuth flow works locally.
     Serve(ServeArgs),
+    /// Run the workers only (transfers, token refreshes, partner revocations), no HTTP API.
+    ///
+    /// Start any number of these against one PostgreSQL database to scale out; each connection
+    /// is transferred by at most one worker at a time. Stops gracefully on SIGINT/SIGTERM.
+    Worker(WorkerArgs),
     /// Apply pending database migrations and exit.
     ///
     /// `serve` does this too; run it separately to migrate before rolling out new instances.
@@ -71,6 +76,17 @@ pub struct ServeArgs {
     /// false).
     #[arg(long)]
     pub no_sandbox: bool,
+    /// Serve the API only; run workers elsewhere (`tributary worker`).
+    #[arg(long)]
+    pub no_workers: bool,
+}
+
+/// `tributary worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Database URL (overrides database.url).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 /// Flags of `migrate`.
@@ -190,8 +206,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     no_sandbox: args.no_sandbox,
                 },
             )?;
+            let mut config = config;
+            if args.no_workers {
+                config.workers.enabled = false;
+            }
             init_logging(&config.log)?;
             runtime()?.block_on(crate::serve::serve(config))
+        }
+        Command::Worker(args) => {
+            let config = Config::load(
+                file,
+                CliOverrides {
+                    database_url: args.database_url,
+                    ..CliOverrides::default()
+                },
+            )?;
+            init_logging(&config.log)?;
+            runtime()?.block_on(crate::serve::worker(config))
         }
         Command::Migrate(args) => {
             let config = Config::load(

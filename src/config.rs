@@ -78,6 +78,8 @@ pub struct Config {
     pub dev_secrets: bool,
     /// Logging.
     pub log: LogConfig,
+    /// Background workers (transfers, refreshes, partner revocations).
+    pub workers: WorkersConfig,
     /// Set by [`Config::load`] when development secrets fill in missing values; not configurable.
     #[serde(skip)]
     pub dev_secrets_in_use: Option<DevSecretsInUse>,
@@ -95,6 +97,7 @@ impl Default for Config {
             partners: BTreeMap::new(),
             dev_secrets: true,
             log: LogConfig::default(),
+            workers: WorkersConfig::default(),
             dev_secrets_in_use: None,
         }
     }
@@ -281,6 +284,36 @@ impl Default for SandboxSettings {
         Self {
             enabled: true,
             auto_consent_user: None,
+        }
+    }
+}
+
+/// `[workers]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Run workers in this process (`serve`). `false` (or `serve --no-workers`) makes an
+    /// API-only process; `tributary worker` runs workers without the API.
+    pub enabled: bool,
+    /// Steps run concurrently per step type in this process. Default 16.
+    pub concurrency: usize,
+    /// How often idle workers and the dispatcher look for due work, in milliseconds.
+    /// Default 250.
+    pub poll_interval_ms: u64,
+    /// Jobs fetched from the queue per poll. Default 100.
+    pub batch_size: usize,
+    /// Connections claimed per dispatcher pass. Default 500.
+    pub dispatch_batch: u64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 16,
+            poll_interval_ms: 250,
+            batch_size: 100,
+            dispatch_batch: 500,
         }
     }
 }

@@ -9,13 +9,17 @@ use api::{
     ApiSettings,
     auth::{JwtKeys, Role},
 };
-use engine::{Store, store::StoreOptions};
+use engine::{
+    Store,
+    jobs::{JobQueue, QueueSettings},
+    store::StoreOptions,
+};
 use poem::{EndpointExt as _, Route, Server, listener::TcpAcceptor};
 use sandbox::{Flavor, Sandbox, SandboxConfig};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::net::TcpListener;
 use url::Url;
 use workflows::{
-    Partners, Settings, Workflows,
+    Partners, Settings, TransferSettings, Workers, Workflows,
     partner::{ClientAuth, PartnerConfig, PartnerKind},
 };
 
@@ -30,6 +34,9 @@ pub struct Application {
     sandbox: Option<Sandbox>,
     jwt: JwtKeys,
     routes: Route,
+    queue: JobQueue,
+    workers: bool,
+    dispatch: bool,
 }
 
 impl Application {
@@ -93,14 +100,7 @@ impl Application {
         let partners = Partners::from_config(partner_configs).map_err(|(name, err)| {
             anyhow::anyhow!("invalid configuration: partners.{name}: {err}")
         })?;
-        let workflows = Workflows::new(
-            store,
-            partners,
-            Settings {
-                state_ttl: Duration::from_secs(config.oauth.state_ttl_secs),
-                ..Settings::default()
-            },
-        );
+        let (workflows, queue) = components(&config, store, partners).await?;
 
         let mut routes = Route::new();
         if let Some(sandbox) = &sandbox {
@@ -125,7 +125,21 @@ impl Application {
             sandbox,
             jwt,
             routes,
+            queue,
+            workers: config.workers.enabled,
+            dispatch: true,
         })
+    }
+
+    /// Keeps the workers (maintenance, revocations) but does not dispatch transfers: tests
+    /// that drive transfers step by step use it.
+    pub fn without_dispatch(mut self) -> Self {
+        self.dispatch = false;
+        self
+    }
+
+    pub fn queue(&self) -> &JobQueue {
+        &self.queue
     }
 
     pub fn port(&self) -> u16 {
@@ -185,18 +199,9 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let revoker = {
-            let workflows = self.workflows.clone();
-            let mut stop = stop_rx.clone();
-            tokio::spawn(async move {
-                workflows
-                    .maintenance_loop(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await;
-            })
-        };
+        let workers = self
+            .workers
+            .then(|| Workers::start(self.workflows.clone(), self.queue.clone(), self.dispatch));
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
@@ -205,11 +210,46 @@ impl Application {
                 Some(Duration::from_secs(10)),
             )
             .await;
-        let _ = stop_tx.send(true);
-        let _ = revoker.await;
+        if let Some(workers) = workers {
+            workers.shutdown().await;
+        }
         self.workflows.store().clone().close().await;
         served.context("HTTP server failed")
     }
+}
+
+/// The job queue and the workflows over one store.
+async fn components(
+    config: &Config,
+    store: Store,
+    partners: Partners,
+) -> anyhow::Result<(Workflows, JobQueue)> {
+    let poll = Duration::from_millis(config.workers.poll_interval_ms.max(10));
+    let queue = JobQueue::setup(
+        &store,
+        QueueSettings {
+            poll_interval: poll,
+            batch_size: config.workers.batch_size.max(1),
+            concurrency: config.workers.concurrency.max(1),
+            ..QueueSettings::default()
+        },
+    )
+    .await
+    .context("cannot set up the job queue")?;
+    let workflows = Workflows::new(
+        store,
+        partners,
+        Settings {
+            state_ttl: Duration::from_secs(config.oauth.state_ttl_secs),
+            transfer: TransferSettings {
+                poll_interval: poll,
+                dispatch_batch: config.workers.dispatch_batch.max(1),
+                ..TransferSettings::default()
+            },
+            ..Settings::default()
+        },
+    );
+    Ok((workflows, queue))
 }
 
 /// The two partners the built-in sandbox simulates, configured against it.
@@ -250,6 +290,16 @@ fn sandbox_partners(sandbox: &Sandbox, base: &str) -> Vec<(String, PartnerConfig
             },
             api_base_url: urls.api_base,
             request_timeout_secs: 30,
+            max_window_days: 30,
+            max_records_per_page: 500,
+            requests_per_second: 50.0,
+            max_pages_per_fetch: 100,
+            sync: match flavor {
+                // Dexcom's interval and nightly blackout, as the partner guide describes.
+                Flavor::Cgm => engine::schedule::SyncPolicy::dexcom(),
+                Flavor::Pump => engine::schedule::SyncPolicy::default(),
+            },
+            transfer: workflows::fetch::TransferConfig::default(),
         }
     };
     vec![
@@ -310,6 +360,49 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     eprintln!("{}", app.banner());
     app.run_until_stopped(shutdown_signal()).await
+}
+
+/// `tributary worker`: transfers and maintenance without the HTTP API. Partners are configured
+/// as for `serve` (the sandbox partners point at the `serve` process's `/sandbox`).
+pub async fn worker(config: Config) -> anyhow::Result<()> {
+    let store = Store::open_and_migrate(
+        &config.database.url,
+        &StoreOptions {
+            max_connections: config.database.max_connections,
+            busy_timeout: Duration::from_millis(config.database.busy_timeout_ms),
+        },
+        config.crypto.keyring()?,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot open the database {}",
+            redact_url(&config.database.url)
+        )
+    })?;
+    let public_url = config
+        .server
+        .public_url
+        .clone()
+        .unwrap_or_else(|| config.server.derived_public_url());
+    let base = public_url.as_str().trim_end_matches('/').to_owned();
+    let mut partner_configs = config.partners.clone();
+    if partner_configs.is_empty() && config.sandbox.enabled {
+        let sandbox = Sandbox::new(SandboxConfig::new(
+            Url::parse(&format!("{base}/sandbox")).expect("valid URL"),
+            &public_url,
+        ));
+        partner_configs.extend(sandbox_partners(&sandbox, &base));
+    }
+    let partners = Partners::from_config(partner_configs)
+        .map_err(|(name, err)| anyhow::anyhow!("invalid configuration: partners.{name}: {err}"))?;
+    let (workflows, queue) = components(&config, store, partners).await?;
+    eprintln!("worker {} started", queue.worker_name());
+    let workers = Workers::start(workflows.clone(), queue, true);
+    shutdown_signal().await;
+    workers.shutdown().await;
+    workflows.store().clone().close().await;
+    Ok(())
 }
 
 /// `tributary migrate`.

@@ -1,14 +1,16 @@
-//! Connections: create (or reconnect), read, restart authorization, disconnect, journal.
+//! Connections: create (or reconnect), read, restart authorization, disconnect, sync now,
+//! journal.
 //! Roles `user` (own connections only), `service` and `ops`; see [`crate::security`].
 
-use engine::ids::PartnerName;
+use engine::{StoreError, ids::PartnerName};
+use poem::http::StatusCode;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 use workflows::{WorkflowError, Workflows};
 
 use crate::{
     ApiTags,
     models::{AuthorizationJson, ConnectionJson, EventJson, StrictString},
-    problem::{Problem, endpoint_response},
+    problem::{Problem, ProblemJson, endpoint_response},
     security::{BearerAuth, CONNECTION_ROLES},
 };
 
@@ -130,6 +132,26 @@ endpoint_response! {
         Forbidden = 403,
         /// No such connection, or not the caller's (`not_found`).
         NotFound = 404,
+    }
+}
+
+endpoint_response! {
+    pub enum SyncResponse {
+        /// The transfer is due now (`nextSyncAt`); a worker picks it up within moments.
+        Accepted(Json<ConnectionJson>) = 202,
+        /// A sync was already requested within the minimum interval (`sync_rate_limited`);
+        /// `Retry-After` says in how many seconds another may be.
+        RateLimited(ProblemJson, #[oai(header = "Retry-After")] u64) = 429,
+    }
+    problems {
+        /// Missing or invalid bearer token (`unauthenticated`).
+        Unauthorized = 401,
+        /// The role may not manage connections (`forbidden`).
+        Forbidden = 403,
+        /// No such connection, or not the caller's (`not_found`).
+        NotFound = 404,
+        /// Only active connections transfer data (`invalid_transition`).
+        Conflict = 409,
     }
 }
 
@@ -274,6 +296,55 @@ impl ConnectionsApi {
         };
         match result.await {
             Ok(connection) => DisconnectResponse::Ok(Json(connection.into())),
+            Err(problem) => problem.into(),
+        }
+    }
+
+    /// Ask for a transfer now instead of at the next scheduled time. At most one request per
+    /// connection per interval (a minute by default).
+    #[oai(
+        path = "/connections/:id/sync",
+        method = "post",
+        operation_id = "syncConnection"
+    )]
+    async fn sync(
+        &self,
+        BearerAuth(caller): BearerAuth,
+        /// Connection id (UUID).
+        id: Path<String>,
+    ) -> SyncResponse {
+        let store = self.workflows.store();
+        let result = async {
+            let connection = caller.connection(store, &id, CONNECTION_ROLES).await?;
+            let interval = self.workflows.settings().transfer.sync_request_interval;
+            store
+                .request_sync(connection.id, interval)
+                .await
+                .map_err(|err| match err {
+                    StoreError::InvalidTransition(t) => Problem::new(
+                        StatusCode::CONFLICT,
+                        "invalid_transition",
+                        format!(
+                            "only active connections transfer data; this one is {}",
+                            t.from.map_or("new", |s| s.as_str())
+                        ),
+                    ),
+                    other => other.into(),
+                })
+        };
+        match result.await {
+            Ok(Ok(connection)) => SyncResponse::Accepted(Json(connection.into())),
+            Ok(Err(retry_at)) => {
+                let millis = (retry_at - store.clock().now()).num_milliseconds();
+                // Whole seconds, rounded up, and never 0 (0 would invite an immediate retry).
+                let seconds = u64::try_from(millis).unwrap_or(0).div_ceil(1000).max(1);
+                let problem = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "sync_rate_limited",
+                    format!("a sync was requested recently; retry in {seconds} s"),
+                );
+                SyncResponse::RateLimited(ProblemJson(problem), seconds)
+            }
             Err(problem) => problem.into(),
         }
     }

@@ -12,12 +12,14 @@
 //! - `models.rs`: the JSON types and their conversions from the engine's.
 //! - `meta.rs`: `/healthz`, `/readyz`. `partners.rs`: `/v1/partners`.
 //! - `connections.rs`: `/v1/users/{userId}/connections`, `/v1/connections/{id}[/…]`.
+//! - `data.rs`: `/v1/users/{userId}/data` (transferred data, Tidepool model, keyset-paged).
 //! - `oauth.rs`: `/v1/oauth/{partner}/callback` (browser-facing, no bearer token).
 //! - `ops.rs`: refresh, alerts, revocations (operators).
 //! - `middleware.rs`: body limit, panics as problems, security headers.
 
 pub mod auth;
 mod connections;
+mod data;
 mod meta;
 mod middleware;
 mod models;
@@ -33,7 +35,8 @@ use url::Url;
 use workflows::Workflows;
 
 use crate::{
-    connections::ConnectionsApi, meta::MetaApi, oauth::OAuthApi, ops::OpsApi, partners::PartnersApi,
+    connections::ConnectionsApi, data::DataApi, meta::MetaApi, oauth::OAuthApi, ops::OpsApi,
+    partners::PartnersApi,
 };
 
 /// How the API is served.
@@ -56,6 +59,8 @@ enum ApiTags {
     Partners,
     /// Users' connections to partners.
     Connections,
+    /// Users' transferred data, in the Tidepool data model.
+    Data,
     /// The OAuth redirect from partners (browsers).
     #[oai(rename = "OAuth")]
     OAuth,
@@ -77,6 +82,9 @@ pub fn routes(
             workflows: workflows.clone(),
         },
         ConnectionsApi {
+            workflows: workflows.clone(),
+        },
+        DataApi {
             workflows: workflows.clone(),
         },
         OAuthApi {

@@ -88,8 +88,14 @@ pub struct ConnectionJson {
     pub scope: Option<String>,
     pub earliest_data_time: Option<DateTime<Utc>>,
     pub latest_data_time: Option<DateTime<Utc>>,
+    /// When the last transfer ended (completed or yielded).
     pub last_sync_at: Option<DateTime<Utc>>,
+    /// When the next transfer is due (`POST /v1/connections/{id}/sync` makes it now).
     pub next_sync_at: Option<DateTime<Utc>>,
+    /// Data up to this time have been completely fetched (the transfer cursor).
+    pub fetched_through: Option<DateTime<Utc>>,
+    /// Start of the current streak of failed transfers; `null` when the last one succeeded.
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
 impl From<Connection> for ConnectionJson {
@@ -112,8 +118,21 @@ impl From<Connection> for ConnectionJson {
             latest_data_time: c.latest_data_time,
             last_sync_at: c.last_sync_at,
             next_sync_at: c.next_sync_at,
+            fetched_through: c.fetched_through,
+            failing_since: c.failing_since,
         }
     }
+}
+
+/// One page of a user's data.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "DataPage", rename_all = "camelCase")]
+pub struct DataPageJson {
+    /// Tidepool datums (`type`, `time`, `deviceTime`, `origin`, type-specific fields, `id`),
+    /// oldest first.
+    pub data: Vec<Value>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// A connection in `authorizing` and where to send the user's browser.

@@ -237,6 +237,9 @@ impl From<StoreError> for Problem {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => Problem::not_found("connection not found"),
+            StoreError::InvalidTransition(t) => {
+                Problem::new(StatusCode::CONFLICT, "invalid_transition", t.to_string())
+            }
             other => Problem::internal(&other),
         }
     }
@@ -293,14 +296,15 @@ pub async fn catch_all(err: poem::Error) -> Response {
     Problem::from_error(&err).into_response()
 }
 
-/// Declares one endpoint's response enum: its success variants (`Name(Payload) = status`), the
-/// problem variants it can answer besides the implied `BadRequest = 400` and `Internal = 500`
+/// Declares one endpoint's response enum: its answered variants (`Name(Payload) = status`, or
+/// `Name(Payload, #[oai(header = "…")] Type) = status` with a response header), the problem
+/// variants it can answer besides the implied `BadRequest = 400` and `Internal = 500`
 /// (`Name = status`), the bad-request handler and `From<Problem>`.
 macro_rules! endpoint_response {
     (
         $(#[$meta:meta])*
         $vis:vis enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident($ty:ty) = $status:tt, )*
+            $( $(#[$vmeta:meta])* $variant:ident($ty:ty $(, #[$hmeta:meta] $hty:ty)*) = $status:tt, )*
         }
         problems {
             $( $(#[$pmeta:meta])* $pvariant:ident = $pstatus:tt, )*
@@ -310,7 +314,7 @@ macro_rules! endpoint_response {
         #[derive(poem_openapi::ApiResponse)]
         #[oai(bad_request_handler = "crate::problem::bad_request")]
         $vis enum $name {
-            $( $(#[$vmeta])* #[oai(status = $status)] $variant($ty), )*
+            $( $(#[$vmeta])* #[oai(status = $status)] $variant($ty $(, #[$hmeta] $hty)*), )*
             $( $(#[$pmeta])* #[oai(status = $pstatus)] $pvariant($crate::problem::ProblemJson), )*
             /// Malformed request: path parameter, query parameter or body
             /// (`invalid_path`, `invalid_user_id`, `invalid_connection_id`, `invalid_parameter`,

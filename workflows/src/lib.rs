@@ -8,21 +8,31 @@
 //! - `callback.rs`: the OAuth callback: state, issuer, code exchange, declines and errors.
 //! - `refresh.rs`: one refresh at a time per connection, rotation stored atomically.
 //! - `revoke.rs`: disconnect, and the background partner-side revocation with retries.
+//! - `adapters/`: the partners' data API clients (Dexcom v3, pump), rate-limited.
+//! - `mapping/`: partner records → Tidepool data model (pure).
+//! - `fetch.rs`: the fetch step: windows, overlap, chunk commits, retries, failure budget.
+//! - `dispatch.rs`: the dispatcher (claims due connections → jobs) and the workers.
+//! - `records.rs`: raw and mapped record types.
 //! - `error.rs`: `WorkflowError`, transport-agnostic (mapped to HTTP only in `api`).
 
+pub mod adapters;
 mod authorize;
 mod callback;
+mod dispatch;
 mod error;
+pub mod fetch;
+pub mod mapping;
 pub mod partner;
 mod partners;
+pub mod records;
 mod refresh;
 mod revoke;
-pub mod records;
 
 use std::{sync::Arc, time::Duration};
 
 pub use authorize::Authorization;
 pub use callback::{CallbackOutcome, CallbackParams};
+pub use dispatch::Workers;
 use engine::Store;
 pub use error::WorkflowError;
 pub use partners::Partners;
@@ -42,6 +52,41 @@ pub struct Settings {
     pub stale_refresh_after: Duration,
     /// Access tokens expiring within this margin are refreshed ahead of use.
     pub refresh_margin: Duration,
+    /// Transfer workers and dispatcher.
+    pub transfer: TransferSettings,
+}
+
+/// Process-wide transfer settings (per-partner ones are in [`fetch::TransferConfig`]).
+#[derive(Debug, Clone)]
+pub struct TransferSettings {
+    /// A claimed connection whose job never started is claimed again after this long (the
+    /// repair bound for a job lost between claim and start).
+    pub dispatch_lease: Duration,
+    /// A started transfer that makes no progress for this long (killed worker) is claimed
+    /// again; every committed window extends it.
+    pub fetch_lease: Duration,
+    /// A transfer yields (and is due again at once) after running this long, so a long
+    /// backfill never holds a worker for hours.
+    pub max_run: Duration,
+    /// How often the dispatcher looks for due connections.
+    pub poll_interval: Duration,
+    /// Connections claimed per dispatcher pass.
+    pub dispatch_batch: u64,
+    /// Minimum time between two user-requested immediate syncs of one connection.
+    pub sync_request_interval: Duration,
+}
+
+impl Default for TransferSettings {
+    fn default() -> Self {
+        Self {
+            dispatch_lease: Duration::from_secs(120),
+            fetch_lease: Duration::from_secs(300),
+            max_run: Duration::from_secs(120),
+            poll_interval: Duration::from_millis(250),
+            dispatch_batch: 500,
+            sync_request_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -51,6 +96,7 @@ impl Default for Settings {
             revoker: RevokerSettings::default(),
             stale_refresh_after: Duration::from_secs(300),
             refresh_margin: Duration::from_secs(300),
+            transfer: TransferSettings::default(),
         }
     }
 }

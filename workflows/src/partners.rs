@@ -4,10 +4,16 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use engine::ids::PartnerName;
 
-use crate::partner::{PartnerClient, PartnerConfig, PartnerConfigError};
+use crate::{
+    adapters::DataClient,
+    partner::{PartnerClient, PartnerConfig, PartnerConfigError},
+};
 
 #[derive(Clone, Default)]
-pub struct Partners(Arc<BTreeMap<PartnerName, PartnerClient>>);
+pub struct Partners {
+    oauth: Arc<BTreeMap<PartnerName, PartnerClient>>,
+    data: Arc<BTreeMap<PartnerName, DataClient>>,
+}
 
 impl Partners {
     /// Builds a client per partner; the first bad configuration is reported with its name.
@@ -15,29 +21,48 @@ impl Partners {
         configs: impl IntoIterator<Item = (String, PartnerConfig)>,
     ) -> Result<Self, (String, PartnerConfigError)> {
         let mut map = BTreeMap::new();
+        let mut data = BTreeMap::new();
         for (name, config) in configs {
             let parsed = PartnerName::parse(&name)
                 .map_err(|_| (name.clone(), PartnerConfigError::InvalidName(name.clone())))?;
+            config.sync.validate().map_err(|e| {
+                (
+                    name.clone(),
+                    PartnerConfigError::Invalid(format!("sync: {e}")),
+                )
+            })?;
+            let data_client = DataClient::new(&name, &config)
+                .map_err(|e| (name.clone(), PartnerConfigError::Invalid(e.to_string())))?;
             let client = PartnerClient::new(&name, config).map_err(|e| (name.clone(), e))?;
+            data.insert(parsed.clone(), data_client);
             map.insert(parsed, client);
         }
-        Ok(Self(Arc::new(map)))
+        Ok(Self {
+            oauth: Arc::new(map),
+            data: Arc::new(data),
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&PartnerClient> {
         let name = PartnerName::parse(name).ok()?;
-        self.0.get(&name)
+        self.oauth.get(&name)
+    }
+
+    /// The partner's data API client.
+    pub fn data(&self, name: &str) -> Option<&DataClient> {
+        let name = PartnerName::parse(name).ok()?;
+        self.data.get(&name)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&PartnerName, &PartnerClient)> {
-        self.0.iter()
+        self.oauth.iter()
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.oauth.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.oauth.is_empty()
     }
 }

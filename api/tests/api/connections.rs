@@ -65,6 +65,8 @@ async fn create_then_reuse() {
         "latestDataTime",
         "lastSyncAt",
         "nextSyncAt",
+        "fetchedThrough",
+        "failingSince",
         "authorizeUrl",
     ] {
         assert!(body.get(field).is_some(), "{field} missing: {body}");

@@ -5,6 +5,7 @@
 mod auth;
 mod callback;
 mod connections;
+mod data;
 mod helpers;
 mod meta;
 mod ops;

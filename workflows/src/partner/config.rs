@@ -67,6 +67,25 @@ pub struct PartnerConfig {
     /// Timeout for each HTTP request to the partner, in seconds.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
+    /// Longest time window one data request may span, in days (Dexcom: 30).
+    #[serde(default = "default_max_window_days")]
+    pub max_window_days: u32,
+    /// Page size asked of partners that page (the pump's `limit`).
+    #[serde(default = "default_max_records_per_page")]
+    pub max_records_per_page: u32,
+    /// Data-API requests per second, across all connections of the partner in this process.
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: f64,
+    /// Safety bound on the pages one window fetch follows per record kind; reaching it with
+    /// more pages left is an error, never a silent truncation.
+    #[serde(default = "default_max_pages_per_fetch")]
+    pub max_pages_per_fetch: u32,
+    /// When transfers run: the jittered interval and blackout windows (`[partners.<name>.sync]`).
+    #[serde(default)]
+    pub sync: engine::schedule::SyncPolicy,
+    /// How transfers read and retry (`[partners.<name>.transfer]`).
+    #[serde(default)]
+    pub transfer: crate::fetch::TransferConfig,
 }
 
 fn default_client_auth() -> ClientAuth {
@@ -75,4 +94,20 @@ fn default_client_auth() -> ClientAuth {
 
 fn default_request_timeout_secs() -> u64 {
     30
+}
+
+fn default_max_window_days() -> u32 {
+    30
+}
+
+fn default_max_records_per_page() -> u32 {
+    500
+}
+
+fn default_requests_per_second() -> f64 {
+    10.0
+}
+
+fn default_max_pages_per_fetch() -> u32 {
+    100
 }

@@ -152,6 +152,9 @@ pub enum PartnerConfigError {
     },
     #[error("partner {partner}: scope {scope:?} is not a valid OAuth scope token")]
     InvalidScope { partner: String, scope: String },
+    /// A transfer setting (sync policy, data client limits) is invalid.
+    #[error("{0}")]
+    Invalid(String),
     #[error("partner {partner}: request_timeout_secs must be at least 1")]
     ZeroTimeout { partner: String },
     #[error("partner {partner}: require_issuer is set but no issuer is configured")]

@@ -1,0 +1,167 @@
+//! Running steps as jobs: a dispatcher claims due connections from our tables (the durable
+//! timers) and hands each to the job queue as "fetch C at version V"; workers run the step.
+//! Because the timer is a column written in the transition's own transaction and a claim is a
+//! lease that expires, nothing is lost between commit and enqueue, nor when a worker dies: the
+//! connection is claimed again once its lease runs out. The dispatcher is the reconciler.
+
+use std::time::Duration;
+
+use engine::{
+    ids::ConnectionId,
+    jobs::{JobQueue, Step, StepJob, WorkerHandle},
+};
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::{Workflows, fetch::FetchReport};
+
+/// The background side of a process: dispatcher, step workers, housekeeping.
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    workers: WorkerHandle,
+}
+
+impl Workers {
+    /// Starts the fetch workers, the maintenance loop, job purging and (with `dispatch`) the
+    /// dispatcher on `queue`. Tests that drive transfers by hand turn `dispatch` off.
+    pub fn start(workflows: Workflows, queue: JobQueue, dispatch: bool) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let handler = {
+            let workflows = workflows.clone();
+            move |job: StepJob| {
+                let workflows = workflows.clone();
+                async move { workflows.run_step(job).await }
+            }
+        };
+        let workers = queue.start_workers(&[Step::Fetch], handler);
+        let mut tasks = Vec::new();
+        if dispatch {
+            let workflows = workflows.clone();
+            let queue = queue.clone();
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                workflows
+                    .dispatcher_loop(&queue, async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+            }));
+        }
+        {
+            let workflows = workflows.clone();
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                workflows
+                    .maintenance_loop(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+            }));
+        }
+        {
+            let queue = queue.clone();
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    if let Err(err) = queue.purge_finished(Duration::from_secs(300)).await {
+                        tracing::warn!(error = %err, "purging finished jobs failed");
+                    }
+                    tokio::select! {
+                        _ = stopped.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                }
+            }));
+        }
+        Self {
+            stop,
+            tasks,
+            workers,
+        }
+    }
+
+    /// Stops dispatching, lets in-flight steps finish (bounded), stops the loops.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.workers.shutdown().await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Workflows {
+    /// Runs one job. Errors are logged; retries are planned in our tables, never by the queue.
+    pub async fn run_step(&self, job: StepJob) -> Result<(), String> {
+        let id: ConnectionId = job
+            .connection_id
+            .parse()
+            .map_err(|_| format!("job names a bad connection id {:?}", job.connection_id))?;
+        match job.step {
+            Step::Fetch => match self.run_fetch(id, job.version).await {
+                Ok(report) => {
+                    match &report {
+                        FetchReport::Completed { stats, .. }
+                        | FetchReport::Yielded { stats, .. } => {
+                            tracing::info!(connection = %id, inserted = stats.inserted, updated = stats.updated, skipped = stats.skipped, "fetch done")
+                        }
+                        FetchReport::Failed { code } => {
+                            tracing::warn!(connection = %id, code, "fetch failed")
+                        }
+                        FetchReport::Skipped | FetchReport::LeaseLost => {}
+                    }
+                    Ok(())
+                }
+                Err(err) => Err(err.to_string()),
+            },
+            other => Err(format!("no worker runs {other:?} steps yet")),
+        }
+    }
+
+    /// One dispatcher pass: claims due connections and enqueues their fetch. Returns how many.
+    pub async fn dispatch_due(&self, queue: &JobQueue) -> Result<usize, String> {
+        let settings = &self.settings.transfer;
+        let claimed = self
+            .store
+            .claim_due(settings.dispatch_batch, settings.dispatch_lease)
+            .await
+            .map_err(|e| e.to_string())?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let jobs: Vec<StepJob> = claimed
+            .iter()
+            .map(|c| StepJob {
+                step: Step::Fetch,
+                connection_id: c.id.to_string(),
+                version: c.version,
+            })
+            .collect();
+        queue.push(&jobs).await.map_err(|e| e.to_string())?;
+        Ok(jobs.len())
+    }
+
+    /// Dispatches until `shutdown`; passes back-to-back while there is a backlog.
+    pub async fn dispatcher_loop(
+        &self,
+        queue: &JobQueue,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let poll = self.settings.transfer.poll_interval;
+        loop {
+            let pause = match self.dispatch_due(queue).await {
+                Ok(n) if n as u64 >= self.settings.transfer.dispatch_batch => Duration::ZERO,
+                Ok(_) => poll,
+                Err(err) => {
+                    tracing::error!(error = %err, "dispatching due connections failed");
+                    poll * 4
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
