@@ -240,7 +240,8 @@ async fn expired_state_is_rejected(db: &TestDb) {
     let app = TestApp::from_app(
         Application::build_with_clock(test_config(db), Arc::new(clock.clone()))
             .await
-            .unwrap(),
+            .unwrap()
+            .without_dispatch(),
     );
     let (id, callback) = started(&app, "u9", "sandbox-cgm").await;
     let before = snapshot(&app, &id).await;

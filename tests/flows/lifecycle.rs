@@ -182,7 +182,8 @@ async fn disconnect_while_partner_down_retries_in_background(db: &TestDb) {
     let clock = ManualClock::new(Utc::now());
     let app = Application::build_with_clock(test_config(db), Arc::new(clock.clone()))
         .await
-        .unwrap();
+        .unwrap()
+        .without_dispatch();
     let app = TestApp::from_app(app);
     let connection = app.connect_fully("ivy", "sandbox-cgm").await;
     let id = connection["id"].as_str().unwrap().to_owned();

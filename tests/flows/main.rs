@@ -6,3 +6,4 @@ mod callbacks;
 mod connect;
 mod helpers;
 mod lifecycle;
+mod transfer;
