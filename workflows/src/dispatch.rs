@@ -14,7 +14,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{Workflows, fetch::FetchReport};
 
-/// The background side of a process: dispatcher, step workers, housekeeping.
+/// The background side of a process: dispatcher, step workers (fetch, revoke), housekeeping.
 pub struct Workers {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -33,10 +33,10 @@ impl Workers {
                 async move { workflows.run_step(job).await }
             }
         };
-        let workers = queue.start_workers(&[Step::Fetch], handler);
+        let workers = queue.start_workers(&[Step::Fetch, Step::Revoke], handler);
         let mut tasks = Vec::new();
-        if dispatch {
-            let workflows = workflows.clone();
+        {
+            let workflows = workflows.clone().with_fetch_dispatch(dispatch);
             let queue = queue.clone();
             let mut stopped = stopped.clone();
             tasks.push(tokio::spawn(async move {
@@ -114,13 +114,37 @@ impl Workflows {
                 }
                 Err(err) => Err(err.to_string()),
             },
+            Step::Revoke => self
+                .run_revoke_step(id)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             other => Err(format!("no worker runs {other:?} steps yet")),
         }
     }
 
-    /// One dispatcher pass: claims due connections and enqueues their fetch. Returns how many.
+    /// One dispatcher pass: claims due partner revocations and due connections and enqueues
+    /// their steps. Returns how many jobs were pushed.
     pub async fn dispatch_due(&self, queue: &JobQueue) -> Result<usize, String> {
         let settings = &self.settings.transfer;
+        let revocations: Vec<StepJob> = self
+            .store
+            .claim_due_revocations(settings.dispatch_batch, settings.dispatch_lease)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|id| StepJob {
+                step: Step::Revoke,
+                connection_id: id.to_string(),
+                version: 0,
+            })
+            .collect();
+        if !revocations.is_empty() {
+            queue.push(&revocations).await.map_err(|e| e.to_string())?;
+        }
+        if !self.fetch_dispatch {
+            return Ok(revocations.len());
+        }
         let claimed = self
             .store
             .claim_due(settings.dispatch_batch, settings.dispatch_lease)
@@ -138,7 +162,7 @@ impl Workflows {
             })
             .collect();
         queue.push(&jobs).await.map_err(|e| e.to_string())?;
-        Ok(jobs.len())
+        Ok(jobs.len() + revocations.len())
     }
 
     /// Dispatches until `shutdown`; passes back-to-back while there is a backlog.
@@ -160,6 +184,8 @@ impl Workflows {
             };
             tokio::select! {
                 _ = &mut shutdown => return,
+                // A disconnect queued a revocation: dispatch it without waiting for the poll.
+                _ = self.revocations_queued.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }

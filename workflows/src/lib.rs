@@ -109,6 +109,8 @@ pub struct Workflows {
     settings: Arc<Settings>,
     /// Wakes the revoker when a disconnect queued a revocation.
     revocations_queued: Arc<Notify>,
+    /// Whether this process's dispatcher claims due transfers (tests drive them by hand).
+    fetch_dispatch: bool,
 }
 
 impl Workflows {
@@ -118,7 +120,14 @@ impl Workflows {
             partners,
             settings: Arc::new(settings),
             revocations_queued: Arc::new(Notify::new()),
+            fetch_dispatch: true,
         }
+    }
+
+    /// Turns dispatching of due transfers on or off (revocations are always dispatched).
+    pub fn with_fetch_dispatch(mut self, on: bool) -> Self {
+        self.fetch_dispatch = on;
+        self
     }
 
     pub fn store(&self) -> &Store {

@@ -56,8 +56,25 @@ impl Workflows {
     /// One pass over the due partner-side revocations. Returns how many were attempted.
     pub async fn run_due_revocations(&self) -> Result<usize, WorkflowError> {
         let due = self.store.due_revocations(50).await?;
+        self.attempt_revocations(&due).await?;
+        Ok(due.len())
+    }
+
+    /// The revoke step (a job "revoke at the partner for connection C"): attempts every
+    /// revocation the connection still owes. Running it twice is harmless: RFC 7009 answers 200
+    /// for a token already revoked, and finishing is guarded.
+    pub async fn run_revoke_step(&self, id: ConnectionId) -> Result<usize, WorkflowError> {
+        let open = self.store.open_revocations(id).await?;
+        self.attempt_revocations(&open).await?;
+        Ok(open.len())
+    }
+
+    async fn attempt_revocations(
+        &self,
+        due: &[engine::store::DueRevocation],
+    ) -> Result<(), WorkflowError> {
         let settings = &self.settings.revoker;
-        for revocation in &due {
+        for revocation in due {
             let Some(client) = self.partners.get(&revocation.partner) else {
                 self.store
                     .finish_revocation(revocation, false, Some("partner no longer configured"))
@@ -99,17 +116,14 @@ impl Workflows {
                 }
             }
         }
-        Ok(due.len())
+        Ok(())
     }
 
-    /// The maintenance loop until `shutdown` completes: partner-side revocations (woken by each
-    /// disconnect), expiring-token refreshes and stale-refresh recovery, polling meanwhile.
+    /// The maintenance loop until `shutdown` completes: expiring-token refreshes and
+    /// stale-refresh recovery. (Partner-side revocations are jobs: see `dispatch.rs`.)
     pub async fn maintenance_loop(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            if let Err(err) = self.run_due_revocations().await {
-                tracing::error!(error = %err, "revocation pass failed");
-            }
             if let Err(err) = self.recover_stale_refreshes().await {
                 tracing::error!(error = %err, "stale refresh recovery failed");
             }
@@ -118,7 +132,6 @@ impl Workflows {
             }
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = self.revocations_queued.notified() => {}
                 _ = tokio::time::sleep(self.settings.revoker.poll_interval) => {}
             }
         }

@@ -46,6 +46,13 @@ impl Store {
             .limit(limit)
             .all(&self.db)
             .await?;
+        self.unseal_revocations(rows)
+    }
+
+    fn unseal_revocations(
+        &self,
+        rows: Vec<partner_revocation::Model>,
+    ) -> Result<Vec<DueRevocation>> {
         let mut due = Vec::with_capacity(rows.len());
         for row in rows {
             let (Some(blob), Some(key_id)) = (&row.token_ciphertext, &row.key_id) else {
@@ -67,6 +74,64 @@ impl Store {
             });
         }
         Ok(due)
+    }
+
+    /// Claims due revocations for the job queue: their next attempt moves `lease` ahead (so a
+    /// lost job is simply due again then) and their connections are returned, once each.
+    pub async fn claim_due_revocations(
+        &self,
+        limit: u64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ConnectionId>> {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+        let now = self.clock.now();
+        let until =
+            now + chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::minutes(2));
+        let backend = self.db.get_database_backend();
+        let lock = if backend == DbBackend::Postgres {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE partner_revocations SET next_attempt_at = $1 \
+             WHERE id IN (SELECT id FROM partner_revocations \
+                WHERE completed_at IS NULL AND next_attempt_at <= $2 \
+                ORDER BY next_attempt_at LIMIT $3 {lock}) \
+             RETURNING connection_id"
+        );
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [
+                    until.into(),
+                    now.into(),
+                    i64::try_from(limit).unwrap_or(i64::MAX).into(),
+                ],
+            ))
+            .await?;
+        let mut ids = std::collections::BTreeSet::new();
+        for row in rows {
+            let id: String = row.try_get("", "connection_id")?;
+            ids.insert(
+                id.parse::<ConnectionId>()
+                    .map_err(|_| StoreError::Corrupt(format!("connection id {id:?}")))?,
+            );
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    /// The revocations of a connection still owed to the partner (claimed or not).
+    pub async fn open_revocations(&self, id: ConnectionId) -> Result<Vec<DueRevocation>> {
+        let rows = partner_revocation::Entity::find()
+            .filter(partner_revocation::Column::ConnectionId.eq(id.to_string()))
+            .filter(partner_revocation::Column::CompletedAt.is_null())
+            .order_by_asc(partner_revocation::Column::CreatedAt)
+            .all(&self.db)
+            .await?;
+        self.unseal_revocations(rows)
     }
 
     /// All revocations of a connection (for operators and tests).
