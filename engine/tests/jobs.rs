@@ -346,6 +346,8 @@ async fn shutdown_waits_for_in_flight_job(db: &TestDb) {
     assert_eq!(queue.pending(Step::Fetch).await.unwrap(), 1);
 }
 
+/// Idle workers poll every 200 ms; the heartbeat (30 s here) must not matter. Several idle
+/// cycles: apalis's own interval strategy lost its wake-up in a few percent of them.
 async fn pickup_latency_is_well_under_the_heartbeat(db: &TestDb) {
     let store = db.store().await;
     let settings = QueueSettings {
@@ -356,16 +358,19 @@ async fn pickup_latency_is_well_under_the_heartbeat(db: &TestDb) {
     let runs = Runs::default();
     let workers = queue.start_workers(&[Step::Revoke], runs.handler("p", Duration::ZERO));
     // Let the worker register and go idle.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let pushed = Instant::now();
-    queue.push(&[job(Step::Revoke, 1)]).await.unwrap();
-    wait_until("pickup", Duration::from_secs(10), || runs.total() == 1).await;
-    let latency = pushed.elapsed();
-    let t = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut latencies = vec![];
+    for n in 0..12 {
+        tokio::time::sleep(Duration::from_millis((n as u64 * 137) % 400)).await;
+        let pushed = Instant::now();
+        queue.push(&[job(Step::Revoke, n)]).await.unwrap();
+        wait_until("pickup", Duration::from_secs(10), || runs.total() == n + 1).await;
+        latencies.push(pushed.elapsed());
+    }
     workers.shutdown().await;
-    eprintln!("shutdown took {:?}", t.elapsed());
-    eprintln!("pickup latency: {latency:?}");
-    assert!(latency < Duration::from_secs(5), "pickup took {latency:?}");
+    let worst = latencies.iter().max().unwrap();
+    eprintln!("pickup latencies: {latencies:?}");
+    assert!(*worst < Duration::from_secs(5), "pickup took {worst:?}");
 }
 
 /// A worker claims a batch larger than its free slots; while its handler is busy apalis does
@@ -399,9 +404,7 @@ async fn claimed_jobs_behind_a_slow_handler_stay_with_their_worker(db: &TestDb) 
     wait_until("3 jobs", Duration::from_secs(15), || runs.total() >= 3).await;
     // Past the orphan threshold (2 s) once more.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let t = Instant::now();
     wa.shutdown().await;
     wb.shutdown().await;
-    eprintln!("shutdown2 took {:?}", t.elapsed());
     runs.assert_each_once(3);
 }

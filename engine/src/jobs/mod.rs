@@ -14,6 +14,8 @@
 //!   own timeout layer sits outside the status tracking and would ack the job as `Running`).
 //! - Liveness: apalis heartbeats only between batches; each worker also refreshes its own
 //!   `last_seen` every heartbeat so long handlers never get its jobs re-enqueued elsewhere.
+//! - Idle polling: our own interval strategy; apalis's `IntervalStrategy` sometimes loses its
+//!   wake-up and the worker then waits for its heartbeat (25–30 s pickups measured).
 //! - Worker names: unique per process (host, pid, random suffix) and per worker start, so a
 //!   restart never inherits a dead worker's `Running` rows.
 //!
@@ -279,4 +281,51 @@ fn process_worker_name() -> String {
         .unwrap_or_else(|| "host".to_owned());
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     format!("{host}-{}-{suffix}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_are_explicit_and_distinct() {
+        let names: std::collections::HashSet<_> = Step::ALL.iter().map(|s| s.queue()).collect();
+        assert_eq!(names.len(), 4);
+        assert!(names.iter().all(|n| n.starts_with("tributary.")));
+        assert_eq!(Step::Fetch.queue(), "tributary.fetch");
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        assert!(validate(&QueueSettings::default()).is_ok());
+        let bad = [
+            QueueSettings {
+                batch_size: 0,
+                ..QueueSettings::default()
+            },
+            QueueSettings {
+                concurrency: 64,
+                batch_size: 10,
+                ..QueueSettings::default()
+            },
+            QueueSettings {
+                poll_interval: Duration::ZERO,
+                ..QueueSettings::default()
+            },
+            QueueSettings {
+                heartbeat: Duration::from_millis(500),
+                ..QueueSettings::default()
+            },
+        ];
+        for settings in bad {
+            assert!(validate(&settings).is_err(), "{settings:?}");
+        }
+    }
+
+    #[test]
+    fn worker_names_are_unique_per_process_start() {
+        let (a, b) = (process_worker_name(), process_worker_name());
+        assert_ne!(a, b);
+        assert!(a.contains(&format!("-{}-", std::process::id())));
+    }
 }

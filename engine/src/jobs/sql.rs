@@ -19,10 +19,13 @@ fn queues() -> Vec<&'static str> {
     Step::ALL.iter().map(|s| s.queue()).collect()
 }
 
+/// Encoded payloads of one step's jobs.
+type Payloads = Vec<Vec<u8>>;
+
 /// Groups by step in a stable order and drops exact duplicates.
-fn group(jobs: &[StepJob]) -> Result<Vec<(Step, Vec<Vec<u8>>)>, JobError> {
+fn group(jobs: &[StepJob]) -> Result<Vec<(Step, Payloads)>, JobError> {
     let mut seen = std::collections::HashSet::new();
-    let mut groups: Vec<(Step, Vec<Vec<u8>>)> = Step::ALL.iter().map(|s| (*s, vec![])).collect();
+    let mut groups: Vec<(Step, Payloads)> = Step::ALL.iter().map(|s| (*s, vec![])).collect();
     for job in jobs {
         if seen.insert(job) {
             let bytes = serde_json::to_vec(job)?;

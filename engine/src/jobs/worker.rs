@@ -107,12 +107,18 @@ where
             r = run_worker(&queue, step, &name, service, signal) => r,
             () = keep_alive(&queue.pool, &name, queue.settings.heartbeat) => Ok(()),
         };
-        match result {
-            Ok(()) if stopping(&stop) => tracing::info!(worker = %name, "job worker stopped"),
-            Ok(()) => tracing::warn!(worker = %name, "job worker exited; restarting"),
-            Err(e) => tracing::error!(worker = %name, error = %e, "job worker failed; restarting"),
+        let stopped = stopping(&stop);
+        match (result, stopped) {
+            (Ok(()), true) => tracing::info!(worker = %name, "job worker stopped"),
+            (Ok(()), false) => tracing::warn!(worker = %name, "job worker exited; restarting"),
+            (Err(e), true) => {
+                tracing::warn!(worker = %name, error = %e, "job worker failed while stopping")
+            }
+            (Err(e), false) => {
+                tracing::error!(worker = %name, error = %e, "job worker failed; restarting");
+            }
         }
-        if stopping(&stop) {
+        if stopped {
             return;
         }
         if started.elapsed() > Duration::from_secs(60) {
