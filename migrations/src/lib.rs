@@ -12,6 +12,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_create_connections;
 mod m20261125_000002_create_data_records;
+mod m20261125_000003_index_token_expiry;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_create_connections::Migration),
             Box::new(m20261125_000002_create_data_records::Migration),
+            Box::new(m20261125_000003_index_token_expiry::Migration),
         ]
     }
 }

@@ -14,7 +14,8 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{Workflows, fetch::FetchReport};
 
-/// The background side of a process: dispatcher, step workers (fetch, revoke), housekeeping.
+/// The background side of a process: dispatcher, step workers (fetch, refresh, revoke),
+/// housekeeping.
 pub struct Workers {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -33,7 +34,7 @@ impl Workers {
                 async move { workflows.run_step(job).await }
             }
         };
-        let workers = queue.start_workers(&[Step::Fetch, Step::Revoke], handler);
+        let workers = queue.start_workers(&[Step::Fetch, Step::Refresh, Step::Revoke], handler);
         let mut tasks = Vec::new();
         {
             let workflows = workflows.clone().with_fetch_dispatch(dispatch);
@@ -114,6 +115,11 @@ impl Workflows {
                 }
                 Err(err) => Err(err.to_string()),
             },
+            Step::Refresh => self
+                .run_refresh_step(id, job.version)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Step::Revoke => self
                 .run_revoke_step(id)
                 .await
@@ -173,7 +179,21 @@ impl Workflows {
     ) {
         tokio::pin!(shutdown);
         let poll = self.settings.transfer.poll_interval;
+        let mut last_refresh_scan: Option<tokio::time::Instant> = None;
         loop {
+            if last_refresh_scan.is_none_or(|t| t.elapsed() >= self.settings.refresh_scan_interval)
+            {
+                last_refresh_scan = Some(tokio::time::Instant::now());
+                match self.expiring_refresh_jobs().await {
+                    Ok(jobs) if !jobs.is_empty() => {
+                        if let Err(err) = queue.push(&jobs).await {
+                            tracing::error!(error = %err, "pushing refresh jobs failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::error!(error = %err, "looking for expiring tokens failed"),
+                }
+            }
             let pause = match self.dispatch_due(queue).await {
                 Ok(n) if n as u64 >= self.settings.transfer.dispatch_batch => Duration::ZERO,
                 Ok(_) => poll,

@@ -52,6 +52,10 @@ pub struct Settings {
     pub stale_refresh_after: Duration,
     /// Access tokens expiring within this margin are refreshed ahead of use.
     pub refresh_margin: Duration,
+    /// A connection whose refresh failed is offered to the refresh step again after this long.
+    pub refresh_retry_after: Duration,
+    /// How often the dispatcher looks for expiring tokens.
+    pub refresh_scan_interval: Duration,
     /// Transfer workers and dispatcher.
     pub transfer: TransferSettings,
 }
@@ -96,6 +100,8 @@ impl Default for Settings {
             revoker: RevokerSettings::default(),
             stale_refresh_after: Duration::from_secs(300),
             refresh_margin: Duration::from_secs(300),
+            refresh_retry_after: Duration::from_secs(60),
+            refresh_scan_interval: Duration::from_secs(5),
             transfer: TransferSettings::default(),
         }
     }

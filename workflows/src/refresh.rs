@@ -176,29 +176,40 @@ impl Workflows {
         })
     }
 
-    /// Refreshes every active connection whose access token expires within the refresh
-    /// margin. Returns how many were refreshed.
-    pub async fn refresh_expiring(&self) -> Result<usize, WorkflowError> {
+    /// Active connections whose access token expires within the refresh margin, as refresh
+    /// jobs (fenced by version: a duplicate or stale job does nothing). A connection whose
+    /// refresh failed is offered again only after `refresh_retry_after`.
+    pub async fn expiring_refresh_jobs(&self) -> Result<Vec<engine::jobs::StepJob>, WorkflowError> {
+        let now = self.store.clock().now();
         let margin =
             TimeDelta::from_std(self.settings.refresh_margin).unwrap_or(TimeDelta::minutes(5));
-        let due = self
+        let idle =
+            TimeDelta::from_std(self.settings.refresh_retry_after).unwrap_or(TimeDelta::minutes(1));
+        Ok(self
             .store
-            .tokens_expiring_before(self.store.clock().now() + margin, 100)
-            .await?;
-        let mut refreshed = 0;
-        for connection in due {
-            match self
-                .refresh(connection.id, Actor::system("refresher"))
-                .await
-            {
-                Ok(RefreshOutcome::Refreshed { .. }) => refreshed += 1,
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(connection = %connection.id, error = %err, "refresh failed")
-                }
-            }
+            .tokens_expiring_before(now + margin, now - idle, 500)
+            .await?
+            .into_iter()
+            .map(|c| engine::jobs::StepJob {
+                step: engine::jobs::Step::Refresh,
+                connection_id: c.id.to_string(),
+                version: c.version,
+            })
+            .collect())
+    }
+
+    /// The refresh step of a job: refreshes only if the connection is still at the job's
+    /// version (otherwise something newer already happened).
+    pub async fn run_refresh_step(
+        &self,
+        id: ConnectionId,
+        version: i64,
+    ) -> Result<Option<RefreshOutcome>, WorkflowError> {
+        let connection = self.store.get(id).await?;
+        if connection.version != version {
+            return Ok(None);
         }
-        Ok(refreshed)
+        self.refresh(id, Actor::system("refresher")).await.map(Some)
     }
 
     /// Returns connections a crashed worker left in `refreshing` to `active` (the lock is

@@ -119,16 +119,13 @@ impl Workflows {
         Ok(())
     }
 
-    /// The maintenance loop until `shutdown` completes: expiring-token refreshes and
-    /// stale-refresh recovery. (Partner-side revocations are jobs: see `dispatch.rs`.)
+    /// The maintenance loop until `shutdown` completes: stale-refresh recovery. (Refreshes and
+    /// partner-side revocations are jobs: see `dispatch.rs`.)
     pub async fn maintenance_loop(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             if let Err(err) = self.recover_stale_refreshes().await {
                 tracing::error!(error = %err, "stale refresh recovery failed");
-            }
-            if let Err(err) = self.refresh_expiring().await {
-                tracing::error!(error = %err, "refreshing expiring tokens failed");
             }
             tokio::select! {
                 _ = &mut shutdown => return,

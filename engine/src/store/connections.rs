@@ -92,15 +92,23 @@ impl Store {
             .collect()
     }
 
-    /// Active connections whose access token expires before `before` (due for a refresh).
+    /// Active connections whose access token expires before `before` (due for a refresh);
+    /// those carrying an error only when unchanged since `idle_since`, so a refresh that just
+    /// failed is not retried at once (at most one attempt per idle period).
     pub async fn tokens_expiring_before(
         &self,
         before: DateTime<Utc>,
+        idle_since: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<Connection>> {
         connection::Entity::find()
-            .filter(connection::Column::State.eq(State::Active.as_str()))
             .filter(connection::Column::TokenExpiresAt.lt(before))
+            .filter(connection::Column::State.eq(State::Active.as_str()))
+            .filter(
+                sea_orm::sea_query::Condition::any()
+                    .add(connection::Column::LastErrorCode.is_null())
+                    .add(connection::Column::UpdatedAt.lt(idle_since)),
+            )
             .order_by_asc(connection::Column::TokenExpiresAt)
             .limit(limit)
             .all(&self.db)
