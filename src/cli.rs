@@ -61,6 +61,9 @@ pub enum Command {
     /// database. Only the token is printed, so `TOKEN=$(tributary token --role ops --subject
     /// alice)` works; use it as `Authorization: Bearer $TOKEN`.
     Token(TokenArgs),
+    /// Benchmark the transfer pipeline against the sandbox (development only; see
+    /// BENCHMARKS.md). Creates and drops its own databases.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags of `serve`.
@@ -238,6 +241,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sandbox(args) => {
             init_logging(&LogConfig::default())?;
             runtime()?.block_on(crate::serve::sandbox(args.listen, args.auto_consent))
+        }
+        Command::Bench(args) => {
+            init_logging(&LogConfig {
+                filter: "warn,sqlx=error".to_owned(),
+                ..LogConfig::default()
+            })?;
+            runtime()?.block_on(crate::bench::run(args))
         }
         Command::Token(args) => {
             let config = Config::load(

@@ -9,6 +9,7 @@
 //! - [`cli`]: the command line and its dispatch.
 //! - [`serve`]: starting the API, workers, migrations and the sandbox.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev_secrets;

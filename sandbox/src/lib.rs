@@ -189,6 +189,28 @@ impl Sandbox {
         self.store().revoke_user(flavor, user)
     }
 
+    /// **Development only** (benchmarks): registers a grant for partner user `user` with the
+    /// flavor's default client, skipping the browser flow, and returns `(access_token,
+    /// refresh_token)`; the access token lives `ttl` on the sandbox clock. Scope: the flavor's
+    /// default scopes.
+    pub fn seed_grant(&self, flavor: Flavor, user: &str, ttl: TimeDelta) -> (String, String) {
+        let client_id = self
+            .inner
+            .config
+            .clients
+            .iter()
+            .find(|c| c.flavor == flavor)
+            .map_or("", |c| c.client_id.as_str())
+            .to_owned();
+        let scope = match flavor {
+            Flavor::Cgm => OFFLINE_ACCESS.to_owned(),
+            Flavor::Pump => format!("{PUMP_READ_SCOPE} {OFFLINE_ACCESS}"),
+        };
+        let now = self.now();
+        self.store()
+            .seed_grant(flavor, &client_id, user, &scope, now, ttl)
+    }
+
     /// What decides publication right now (history start and publication faults), for
     /// computing expectations with [`data`].
     pub fn data_context(&self) -> DataContext {

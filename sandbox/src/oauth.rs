@@ -288,6 +288,51 @@ impl Store {
         }
     }
 
+    /// **Development only** (benchmark seeding): creates a grant for `user` without the
+    /// consent and code exchange, and issues an access token living `ttl` (plus a refresh
+    /// token). Unlike [`Store::exchange_code`] it does not sweep dead access tokens, so seeding
+    /// many grants stays linear.
+    pub fn seed_grant(
+        &mut self,
+        flavor: Flavor,
+        client_id: &str,
+        user: &str,
+        scope: &str,
+        now: DateTime<Utc>,
+        ttl: TimeDelta,
+    ) -> (String, String) {
+        let grant = self.next_grant;
+        self.next_grant += 1;
+        self.grants.insert(
+            grant,
+            Grant {
+                flavor,
+                client_id: client_id.to_owned(),
+                user: user.to_owned(),
+                scope: scope.to_owned(),
+                revoked: false,
+            },
+        );
+        let access_token = random_token(24, 40);
+        self.access.insert(
+            access_token.clone(),
+            AccessToken {
+                grant,
+                scope: scope.to_owned(),
+                expires_at: now + ttl,
+            },
+        );
+        let refresh_token = random_token(32, 40);
+        self.refresh.insert(
+            refresh_token.clone(),
+            RefreshToken {
+                grant,
+                rotated: false,
+            },
+        );
+        (access_token, refresh_token)
+    }
+
     /// RFC 7009 revocation: records the call; a refresh or access token issued to this client
     /// revokes its whole grant. Unknown tokens are fine (the caller answers 200 regardless).
     pub fn revoke(

@@ -151,13 +151,24 @@ impl Workflows {
         if !self.fetch_dispatch {
             return Ok(revocations.len());
         }
+        let pending = queue
+            .pending(Step::Fetch)
+            .await
+            .map_err(|e| e.to_string())?;
+        let room = settings
+            .max_pending
+            .saturating_sub(pending)
+            .min(settings.dispatch_batch);
+        if room == 0 {
+            return Ok(revocations.len());
+        }
         let claimed = self
             .store
-            .claim_due(settings.dispatch_batch, settings.dispatch_lease)
+            .claim_due(room, settings.dispatch_lease)
             .await
             .map_err(|e| e.to_string())?;
         if claimed.is_empty() {
-            return Ok(0);
+            return Ok(revocations.len());
         }
         let jobs: Vec<StepJob> = claimed
             .iter()

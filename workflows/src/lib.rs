@@ -76,6 +76,9 @@ pub struct TransferSettings {
     pub poll_interval: Duration,
     /// Connections claimed per dispatcher pass.
     pub dispatch_batch: u64,
+    /// Back-pressure: no new transfers are claimed while this many fetch jobs wait or run in
+    /// the queue (claims would otherwise expire in a backlog and be pushed again).
+    pub max_pending: u64,
     /// Minimum time between two user-requested immediate syncs of one connection.
     pub sync_request_interval: Duration,
 }
@@ -88,6 +91,7 @@ impl Default for TransferSettings {
             max_run: Duration::from_secs(120),
             poll_interval: Duration::from_millis(250),
             dispatch_batch: 500,
+            max_pending: 1000,
             sync_request_interval: Duration::from_secs(60),
         }
     }
