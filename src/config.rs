@@ -277,6 +277,9 @@ pub struct SandboxSettings {
     pub enabled: bool,
     /// Approve every consent screen as this user, without a browser (demos and tests).
     pub auto_consent_user: Option<String>,
+    /// Longest window one data request of the sandbox partners may span, in days (Dexcom: 30).
+    /// Smaller values make the first transfer's backfill many windows (demos, tests). Default 30.
+    pub max_window_days: u32,
 }
 
 impl Default for SandboxSettings {
@@ -284,6 +287,7 @@ impl Default for SandboxSettings {
         Self {
             enabled: true,
             auto_consent_user: None,
+            max_window_days: 30,
         }
     }
 }

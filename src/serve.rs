@@ -93,7 +93,11 @@ impl Application {
         let mut partner_configs = config.partners.clone();
         if partner_configs.is_empty() {
             match &sandbox {
-                Some(sandbox) => partner_configs.extend(sandbox_partners(sandbox, &base)),
+                Some(sandbox) => partner_configs.extend(sandbox_partners(
+                    sandbox,
+                    &base,
+                    config.sandbox.max_window_days,
+                )),
                 None => tracing::warn!("no partners are configured: connections cannot be made"),
             }
         }
@@ -253,7 +257,11 @@ async fn components(
 }
 
 /// The two partners the built-in sandbox simulates, configured against it.
-fn sandbox_partners(sandbox: &Sandbox, base: &str) -> Vec<(String, PartnerConfig)> {
+fn sandbox_partners(
+    sandbox: &Sandbox,
+    base: &str,
+    max_window_days: u32,
+) -> Vec<(String, PartnerConfig)> {
     let partner = |flavor: Flavor, name: &str, display: &str| {
         let urls = sandbox.urls(flavor);
         let client = sandbox
@@ -290,7 +298,7 @@ fn sandbox_partners(sandbox: &Sandbox, base: &str) -> Vec<(String, PartnerConfig
             },
             api_base_url: urls.api_base,
             request_timeout_secs: 30,
-            max_window_days: 30,
+            max_window_days,
             max_records_per_page: 500,
             requests_per_second: 50.0,
             max_pages_per_fetch: 100,
@@ -392,7 +400,11 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             Url::parse(&format!("{base}/sandbox")).expect("valid URL"),
             &public_url,
         ));
-        partner_configs.extend(sandbox_partners(&sandbox, &base));
+        partner_configs.extend(sandbox_partners(
+            &sandbox,
+            &base,
+            config.sandbox.max_window_days,
+        ));
     }
     let partners = Partners::from_config(partner_configs)
         .map_err(|(name, err)| anyhow::anyhow!("invalid configuration: partners.{name}: {err}"))?;

@@ -32,8 +32,12 @@ struct Harness {
 
 impl Harness {
     async fn new(db: &TestDb) -> Self {
+        Self::with_config(test_config(db)).await
+    }
+
+    async fn with_config(config: tributary::config::Config) -> Self {
         let clock = ManualClock::new(t0());
-        let app = Application::build_with_clock(test_config(db), Arc::new(clock.clone()))
+        let app = Application::build_with_clock(config, Arc::new(clock.clone()))
             .await
             .unwrap()
             .without_dispatch();
@@ -259,7 +263,10 @@ async fn late_published_gap_is_stored_on_a_later_cycle(db: &TestDb) {
 }
 
 async fn killed_transfers_resume_and_store_the_same_set(db: &TestDb) {
-    let h = Harness::new(db).await;
+    // One-day windows: the 30-day backfill is 30 window commits, so kills land between them.
+    let mut config = test_config(db);
+    config.sandbox.max_window_days = 1;
+    let h = Harness::with_config(config).await;
     let connection = h.app.connect_fully("cal", "sandbox-cgm").await;
     let id = TestApp::id(&connection);
     // Each request takes a while, so aborting at increasing delays kills the transfer at
@@ -274,7 +281,8 @@ async fn killed_transfers_resume_and_store_the_same_set(db: &TestDb) {
             *anchor = Some(started - TimeDelta::days(30));
         }
     };
-    for kill_after_ms in [5u64, 60, 130, 250] {
+    let mut windows_seen = std::collections::BTreeSet::new();
+    for kill_after_ms in [5u64, 60, 130, 250, 450, 700, 1000] {
         let store = h.app.workflows.store().clone();
         let started = h.now();
         let claimed = store
@@ -288,7 +296,9 @@ async fn killed_transfers_resume_and_store_the_same_set(db: &TestDb) {
             task.abort();
             let _ = task.await;
         }
-        note_anchor(&mut anchor, started, &store.get(id).await.unwrap());
+        let c = store.get(id).await.unwrap();
+        windows_seen.insert(c.fetched_through);
+        note_anchor(&mut anchor, started, &c);
         // The lease runs out; the connection is claimed again.
         h.set_now(h.now() + TimeDelta::minutes(6));
     }
