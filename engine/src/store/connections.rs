@@ -23,6 +23,18 @@ use crate::{
     state::{Effect, Event, State, Transition, transition},
 };
 
+/// Runs a multi-statement transaction on its own task, so that cancelling the caller (a
+/// request whose client went away, a job past its timeout, an aborted worker) cannot drop the
+/// transaction half-way with its row locks held on a pooled connection: it runs to its commit
+/// or rollback either way.
+pub(super) async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("storage task failed: {e}")))?
+}
+
 /// How often a change without an expected version is retried after losing a race.
 const CONFLICT_RETRIES: u32 = 5;
 
@@ -245,6 +257,16 @@ impl Store {
     /// Without an expected version a lost race is retried (a few times) against the fresh row,
     /// so the event is re-validated against whatever state the winner left.
     pub async fn apply(
+        &self,
+        id: ConnectionId,
+        expected_version: Option<i64>,
+        change: Change,
+    ) -> Result<Applied> {
+        let store = self.clone();
+        detached(async move { store.apply_retrying(id, expected_version, change).await }).await
+    }
+
+    async fn apply_retrying(
         &self,
         id: ConnectionId,
         expected_version: Option<i64>,

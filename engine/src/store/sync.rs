@@ -165,6 +165,25 @@ impl Store {
         fetched_through: DateTime<Utc>,
         extend: Duration,
     ) -> Result<ChunkStats> {
+        let (store, mut owned, records) = (self.clone(), lease.clone(), records.to_vec());
+        let (owned, stats) = super::connections::detached(async move {
+            let stats = store
+                .commit_chunk_now(&mut owned, &records, fetched_through, extend)
+                .await;
+            Ok((owned, stats))
+        })
+        .await?;
+        *lease = owned;
+        stats
+    }
+
+    async fn commit_chunk_now(
+        &self,
+        lease: &mut SyncLease,
+        records: &[MappedRecord],
+        fetched_through: DateTime<Utc>,
+        extend: Duration,
+    ) -> Result<ChunkStats> {
         let now = self.clock.now();
         let id = lease.connection.id.to_string();
         let txn = self.db.begin().await?;
