@@ -139,7 +139,6 @@ impl Store {
                 .map_err(|e| DbErr::Custom(format!("invalid PostgreSQL URL: {e}")))?;
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
-                })
                 .connect_with(connect)
                 .await
                 .map_err(|e| DbErr::Custom(format!("cannot connect to PostgreSQL: {e}")))?;
