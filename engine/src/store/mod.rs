@@ -136,7 +136,11 @@ impl Store {
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let connect = PgConnectOptions::from_str(url)
-                .map_err(|e| DbErr::Custom(format!("invalid PostgreSQL URL: {e}")))?;
+                .map_err(|e| DbErr::Custom(format!("invalid PostgreSQL URL: {e}")))?
+                // Safety net: a transaction abandoned half-way (a cancelled task) must not hold
+                // row locks for ever; the server ends such a session after a minute, which
+                // bounds how long a `SKIP LOCKED` claim can skip the row.
+                .options([("idle_in_transaction_session_timeout", "60s")]);
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .connect_with(connect)
