@@ -384,21 +384,6 @@ async fn tokens_encrypted_at_rest_and_discarded_on_disconnect(db: &TestDb) {
         assert!(!blob.windows(access.len()).any(|w| w == access.as_bytes()));
         assert!(!blob.windows(refresh.len()).any(|w| w == refresh.as_bytes()));
     }
-    if db.url.starts_with("sqlite:") {
-        let path = db.url.trim_start_matches("sqlite://");
-        store.clone().close().await;
-        for file in [path.to_owned(), format!("{path}-wal")] {
-            if let Ok(bytes) = std::fs::read(&file) {
-                for marker in [access, refresh, "verifier-h-u1"] {
-                    assert!(
-                        !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
-                        "{marker} found in plaintext in {file}"
-                    );
-                }
-            }
-        }
-        return;
-    }
     let revoked = store
         .apply(
             conn.id,
@@ -412,6 +397,25 @@ async fn tokens_encrypted_at_rest_and_discarded_on_disconnect(db: &TestDb) {
         store.tokens(conn.id).await.unwrap().is_none(),
         "unusable at once"
     );
+    // After disconnect the refresh token waits, sealed, for revocation at the partner; the
+    // file (and its WAL history) must still hold no plaintext.
+    if db.url.starts_with("sqlite:") {
+        let path = db.url.trim_start_matches("sqlite://");
+        store.clone().close().await;
+        let mut scanned = 0;
+        for file in [path.to_owned(), format!("{path}-wal")] {
+            if let Ok(bytes) = std::fs::read(&file) {
+                scanned += bytes.len();
+                for marker in [access, refresh, "verifier-h-u1"] {
+                    assert!(
+                        !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+                        "{marker} found in plaintext in {file}"
+                    );
+                }
+            }
+        }
+        assert!(scanned > 0, "the database file was read");
+    }
 }
 
 async fn disconnect_queues_partner_revocation_and_journals_outcome(db: &TestDb) {

@@ -53,13 +53,6 @@ impl Workflows {
         Ok(applied.connection)
     }
 
-    /// One pass over the due partner-side revocations. Returns how many were attempted.
-    pub async fn run_due_revocations(&self) -> Result<usize, WorkflowError> {
-        let due = self.store.due_revocations(50).await?;
-        self.attempt_revocations(&due).await?;
-        Ok(due.len())
-    }
-
     /// The revoke step (a job "revoke at the partner for connection C"): attempts every
     /// revocation the connection still owes. Running it twice is harmless: RFC 7009 answers 200
     /// for a token already revoked, and finishing is guarded.
@@ -119,13 +112,18 @@ impl Workflows {
         Ok(())
     }
 
-    /// The maintenance loop until `shutdown` completes: stale-refresh recovery. (Refreshes and
-    /// partner-side revocations are jobs: see `dispatch.rs`.)
+    /// The maintenance loop until `shutdown` completes: stale-refresh recovery and purging old
+    /// OAuth states. (Refreshes and partner-side revocations are jobs: see `dispatch.rs`.)
     pub async fn maintenance_loop(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             if let Err(err) = self.recover_stale_refreshes().await {
                 tracing::error!(error = %err, "stale refresh recovery failed");
+            }
+            // Spent and expired OAuth states are kept a day for operators, then deleted.
+            let cutoff = self.store.clock().now() - TimeDelta::days(1);
+            if let Err(err) = self.store.purge_authorizations(cutoff).await {
+                tracing::error!(error = %err, "purging old authorizations failed");
             }
             tokio::select! {
                 _ = &mut shutdown => return,

@@ -21,7 +21,6 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Result, Store, StoreError,
-    connections::to_domain,
     entities::{connection, data_record},
 };
 use crate::{
@@ -414,18 +413,6 @@ impl Store {
             .into_iter()
             .map(|r| r.partner_record_id)
             .collect())
-    }
-
-    /// Active connections currently holding a transfer lease (reconciler, ops).
-    pub async fn leased(&self, limit: u64) -> Result<Vec<Connection>> {
-        connection::Entity::find()
-            .filter(connection::Column::SyncLeaseUntil.is_not_null())
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(to_domain)
-            .collect()
     }
 }
 
