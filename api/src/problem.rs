@@ -229,6 +229,7 @@ impl From<WorkflowError> for Problem {
                 "the connection was changed concurrently; retry",
             ),
             WorkflowError::Internal(message) => Problem::internal(&message),
+            WorkflowError::Injected(point) => Problem::internal(&point.to_string()),
         }
     }
 }

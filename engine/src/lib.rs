@@ -6,10 +6,12 @@
 //!   journal row and storage effects in one transaction.
 //! - `crypto.rs`: AES-256-GCM sealing of token material under rotating key ids.
 //! - `model.rs`: domain types (connection, journal entry, token set, change requests).
+//! - `failpoint.rs`: named step boundaries where tests stop a step dead (crash tests).
 //! - `ids.rs`: typed identifiers. `secret.rs`: redacting wrapper. `clock.rs`: injected time.
 
 pub mod clock;
 pub mod crypto;
+pub mod failpoint;
 pub mod ids;
 pub mod jobs;
 pub mod model;

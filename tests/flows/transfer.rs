@@ -15,6 +15,7 @@ engine::backend_tests!(
     transfer_stores_exactly_the_partner_records_across_cycles,
     late_published_gap_is_stored_on_a_later_cycle,
     racing_workers_store_one_set,
+    a_fetch_stopped_at_each_boundary_resumes_to_the_same_set,
     partner_faults_end_in_the_right_states,
     workers_start_the_first_sync_within_seconds,
 );
@@ -72,7 +73,7 @@ impl Harness {
     /// Claims the one due connection, waiting (in real time, bounded) while an aborted run's
     /// last commit, which runs to its end on its own task, still holds the row: `SKIP LOCKED`
     /// claims pass over a row that is being written.
-    async fn claim_when_free(&self) -> engine::store::Claimed {
+    async fn claim_when_free(&self, id: ConnectionId) -> engine::store::Claimed {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let claimed = self
@@ -82,7 +83,7 @@ impl Harness {
                 .claim_due(10, std::time::Duration::from_secs(120))
                 .await
                 .unwrap();
-            if let Some(c) = claimed.into_iter().next() {
+            if let Some(c) = claimed.into_iter().find(|c| c.id == id) {
                 return c;
             }
             assert!(
@@ -322,7 +323,7 @@ async fn killed_transfers_resume_and_store_the_same_set(db: &TestDb) {
         let store = h.app.workflows.store().clone();
         candidates.push(h.now() - TimeDelta::days(30));
         {
-            let c = h.claim_when_free().await;
+            let c = h.claim_when_free(id).await;
             let workflows = h.app.workflows.clone();
             let task = tokio::spawn(async move { workflows.run_fetch(c.id, c.version).await });
             tokio::time::sleep(std::time::Duration::from_millis(kill_after_ms)).await;
@@ -352,7 +353,7 @@ async fn killed_transfers_resume_and_store_the_same_set(db: &TestDb) {
     {
         h.set_now(h.now() + TimeDelta::minutes(6));
         candidates.push(h.now() - TimeDelta::days(30));
-        let c = h.claim_when_free().await;
+        let c = h.claim_when_free(id).await;
         h.app.workflows.run_fetch(c.id, c.version).await.unwrap();
         guard += 1;
     }
@@ -380,6 +381,138 @@ async fn killed_transfers_resume_and_store_the_same_set(db: &TestDb) {
          (missing, extra) per candidate start: {differences:?}"
     );
     h.app.stop().await;
+}
+
+/// A fetch stopped dead at each named step boundary (as if its process had been killed there:
+/// no cleanup runs, an open transaction is dropped, the lease stays taken) keeps exactly what its
+/// committed windows stored, is not picked up again while its lease holds, and, resumed, stores
+/// the same set as an uninterrupted run.
+async fn a_fetch_stopped_at_each_boundary_resumes_to_the_same_set(db: &TestDb) {
+    use engine::failpoint::{self, FETCH_BOUNDARIES};
+    for (i, &point) in FETCH_BOUNDARIES.iter().enumerate() {
+        // One-day windows: the 30-day backfill is 30 window commits; window-level points trip
+        // in the third window, so two windows are behind the crash and 27 ahead of it.
+        let mut config = test_config(db);
+        config.sandbox.max_window_days = 1;
+        let h = Harness::with_config(config).await;
+        let user = format!("eve{i}");
+        let user = user.as_str();
+        let connection = h.app.connect_fully(user, "sandbox-cgm").await;
+        let id = TestApp::id(&connection);
+        let start = h.now() - TimeDelta::days(30);
+        let per_window = [
+            failpoint::FETCH_WINDOW_RECEIVED,
+            failpoint::COMMIT_CURSOR_WRITTEN,
+            failpoint::COMMIT_RECORDS_WRITTEN,
+            failpoint::FETCH_WINDOW_COMMITTED,
+        ]
+        .contains(&point);
+        let store = h.app.workflows.store();
+        store
+            .failpoints()
+            .arm(point, if per_window { 3 } else { 1 });
+        let c = h.claim_when_free(id).await;
+        let err = h
+            .app
+            .workflows
+            .run_fetch(c.id, c.version)
+            .await
+            .expect_err(point);
+        assert!(
+            matches!(err, workflows::WorkflowError::Injected(failpoint::Injected(p)) if p == point),
+            "{point}: {err:?}"
+        );
+        assert!(!store.failpoints().is_armed(point));
+
+        // What the crash left: exactly the windows that committed before it.
+        let crashed = store.get(id).await.unwrap();
+        let committed_windows = match point {
+            failpoint::FETCH_STARTED => Some(0),
+            failpoint::FETCH_WINDOW_RECEIVED
+            | failpoint::COMMIT_CURSOR_WRITTEN
+            | failpoint::COMMIT_RECORDS_WRITTEN => Some(2),
+            failpoint::FETCH_WINDOW_COMMITTED => Some(3),
+            // Every window (the last one ends at "now").
+            _ => None,
+        };
+        let expected_through = match committed_windows {
+            Some(0) => None,
+            Some(n) => Some(start + TimeDelta::days(n)),
+            None => Some(h.now()),
+        };
+        assert_eq!(crashed.fetched_through, expected_through, "{point}");
+        assert_eq!(
+            crashed.last_sync_at.is_some(),
+            point == failpoint::FETCH_FINISHED,
+            "{point}: only a finished run records its end"
+        );
+        let stored = h.stored(id).await;
+        let kept = match crashed.fetched_through {
+            Some(through) => expected(user_at_partner(user).as_str(), start, through, &h.app),
+            None => BTreeSet::new(),
+        };
+        assert_same_at(point, "after the crash", &kept, &stored);
+
+        // The dead run's lease holds: nobody takes the connection over before it expires.
+        h.set_now(h.now() + TimeDelta::minutes(1));
+        let early = store
+            .claim_due(10, std::time::Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert!(
+            early.iter().all(|c| c.id != id),
+            "{point}: claimed under a live lease: {early:?}"
+        );
+
+        // Resumed after the lease expired (or, when the run had finished, at its next run).
+        let resumed_at = if point == failpoint::FETCH_FINISHED {
+            crashed.next_sync_at.unwrap() + TimeDelta::seconds(1)
+        } else {
+            h.now() + TimeDelta::minutes(6)
+        };
+        h.set_now(resumed_at);
+        let c = h.claim_when_free(id).await;
+        let report = h.app.workflows.run_fetch(c.id, c.version).await.unwrap();
+        assert!(
+            matches!(report, FetchReport::Completed { .. }),
+            "{point}: {report:?}"
+        );
+        let done = store.get(id).await.unwrap();
+        let anchor = if crashed.fetched_through.is_some() {
+            start
+        } else {
+            resumed_at - TimeDelta::days(30)
+        };
+        let want = expected(
+            user_at_partner(user).as_str(),
+            anchor,
+            done.fetched_through.unwrap(),
+            &h.app,
+        );
+        assert_same_at(point, "after resuming", &want, &h.stored(id).await);
+        assert_eq!(
+            done.failure_count, 0,
+            "{point}: a crash is not a partner failure"
+        );
+        h.app.stop().await;
+    }
+}
+
+fn user_at_partner(user: &str) -> String {
+    format!("{user}-at-partner")
+}
+
+/// [`assert_same`] naming the failpoint and the moment; `want` may be empty.
+fn assert_same_at(point: &str, when: &str, want: &BTreeSet<String>, got: &BTreeSet<String>) {
+    let missing: Vec<_> = want.difference(got).take(3).collect();
+    let extra: Vec<_> = got.difference(want).take(3).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{point}, {when}: {} missing (e.g. {missing:?}), {} extra (e.g. {extra:?}) of {} expected",
+        want.difference(got).count(),
+        got.difference(want).count(),
+        want.len()
+    );
 }
 
 async fn racing_workers_store_one_set(db: &TestDb) {

@@ -16,6 +16,9 @@ pub enum WorkflowError {
     Conflict,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A test stopped the step at a named boundary, as if the process had died there.
+    #[error(transparent)]
+    Injected(#[from] engine::failpoint::Injected),
 }
 
 impl WorkflowError {
@@ -28,6 +31,7 @@ impl WorkflowError {
             WorkflowError::InvalidTransition(_) => "invalid_transition",
             WorkflowError::Conflict => "conflict",
             WorkflowError::Internal(_) => "internal",
+            WorkflowError::Injected(_) => "failpoint",
         }
     }
 }
@@ -38,6 +42,7 @@ impl From<StoreError> for WorkflowError {
             StoreError::NotFound => WorkflowError::NotFound,
             StoreError::Conflict { .. } | StoreError::AlreadyLive => WorkflowError::Conflict,
             StoreError::InvalidTransition(t) => WorkflowError::InvalidTransition(t),
+            StoreError::Injected(point) => WorkflowError::Injected(point),
             other => {
                 tracing::error!(error = %other, "storage failure");
                 WorkflowError::Internal(other.to_string())

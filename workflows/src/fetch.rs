@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use engine::{
-    StoreError,
+    StoreError, failpoint,
     ids::ConnectionId,
     model::{Actor, Change, Connection, ErrorInfo},
     schedule::{SyncPolicy, backoff},
@@ -113,6 +113,8 @@ impl Workflows {
         else {
             return Ok(FetchReport::Skipped);
         };
+        let failpoints = self.store.failpoints().clone();
+        failpoints.hit(failpoint::FETCH_STARTED)?;
         let partner = lease.connection.partner.to_string();
         let (Some(client), Some(data)) =
             (self.partners.get(&partner), self.partners.data(&partner))
@@ -155,6 +157,7 @@ impl Workflows {
             match data.fetch_window(&token, from, to).await {
                 Ok(raw) => {
                     let mapped = map_records(&ctx, &raw);
+                    failpoints.hit(failpoint::FETCH_WINDOW_RECEIVED)?;
                     if !mapped.skipped.is_empty() {
                         tracing::warn!(connection = %id, skipped = mapped.skipped.len(), "records the mapping could not understand were skipped");
                     }
@@ -163,7 +166,10 @@ impl Workflows {
                         .commit_chunk(&mut lease, &mapped.records, to, settings.fetch_lease)
                         .await
                     {
-                        Ok(stats) => totals.add(stats, mapped.skipped.len()),
+                        Ok(stats) => {
+                            totals.add(stats, mapped.skipped.len());
+                            failpoints.hit(failpoint::FETCH_WINDOW_COMMITTED)?;
+                        }
                         Err(StoreError::LeaseLost) => return Ok(FetchReport::LeaseLost),
                         Err(err) => return Err(err.into()),
                     }
@@ -187,9 +193,11 @@ impl Workflows {
             from = to;
             if started.elapsed() >= settings.max_run {
                 let next = self.store.clock().now();
+                failpoints.hit(failpoint::FETCH_BEFORE_FINISH)?;
                 self.store
                     .finish_sync(&lease, SyncEnd::Yielded { next_sync_at: next })
                     .await?;
+                failpoints.hit(failpoint::FETCH_FINISHED)?;
                 return Ok(FetchReport::Yielded {
                     windows,
                     stats: totals,
@@ -197,11 +205,13 @@ impl Workflows {
             }
         }
         let next_sync_at = policy.next_sync(self.store.clock().now(), &mut rand::rng());
-        match self
+        failpoints.hit(failpoint::FETCH_BEFORE_FINISH)?;
+        let finished = self
             .store
             .finish_sync(&lease, SyncEnd::Completed { next_sync_at })
-            .await?
-        {
+            .await?;
+        failpoints.hit(failpoint::FETCH_FINISHED)?;
+        match finished {
             Some(_) => Ok(FetchReport::Completed {
                 windows,
                 stats: totals,

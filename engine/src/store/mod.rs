@@ -33,6 +33,7 @@ pub use sync::{ChunkStats, Claimed, RecordQuery, SyncEnd, SyncLease};
 use crate::{
     clock::{SharedClock, SystemClock},
     crypto::{CryptoError, Keyring},
+    failpoint::Failpoints,
     state::InvalidTransition,
 };
 
@@ -65,6 +66,9 @@ pub enum StoreError {
     LeaseLost,
     #[error("database error: {0}")]
     Db(#[from] DbErr),
+    /// A test stopped the step at a named boundary (see `failpoint`).
+    #[error(transparent)]
+    Injected(#[from] crate::failpoint::Injected),
 }
 
 /// Which database the store runs on.
@@ -104,6 +108,7 @@ pub struct Store {
     pool: Pool,
     keyring: Arc<Keyring>,
     clock: SharedClock,
+    failpoints: Failpoints,
 }
 
 impl std::fmt::Debug for Store {
@@ -161,6 +166,7 @@ impl Store {
             pool,
             keyring: Arc::new(keyring),
             clock: Arc::new(SystemClock),
+            failpoints: Failpoints::default(),
         })
     }
 
@@ -188,6 +194,11 @@ impl Store {
 
     pub fn clock(&self) -> &SharedClock {
         &self.clock
+    }
+
+    /// The step boundaries armed to stop (crash tests); unarmed in production.
+    pub fn failpoints(&self) -> &Failpoints {
+        &self.failpoints
     }
 
     pub fn keyring(&self) -> &Keyring {

@@ -24,6 +24,7 @@ use super::{
     entities::{connection, data_record},
 };
 use crate::{
+    failpoint,
     ids::{ConnectionId, UserId},
     model::{Connection, ErrorInfo, MappedRecord, StoredRecord},
     state::State,
@@ -219,8 +220,10 @@ impl Store {
             txn.rollback().await?;
             return Err(StoreError::LeaseLost);
         }
+        self.failpoints.hit(failpoint::COMMIT_CURSOR_WRITTEN)?;
         let stats =
             upsert_records(&txn, &id, lease.connection.user_id.as_str(), records, now).await?;
+        self.failpoints.hit(failpoint::COMMIT_RECORDS_WRITTEN)?;
         txn.commit().await?;
         lease.connection.fetched_through = Some(fetched_through);
         if let Some(newest) = newest {

@@ -1,0 +1,150 @@
+//! Named step boundaries where a test can make a step stop dead, as if its process had been
+//! killed there: the step returns [`Injected`] at once, no cleanup or bookkeeping of ours runs,
+//! an open database transaction is dropped (rolled back), a lease stays taken until it expires.
+//!
+//! Each [`Store`](crate::Store) carries its own set (no global registry, so tests running in
+//! parallel in one process do not trip each other's points). Unarmed, a point costs one atomic
+//! load.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+/// The boundaries of a fetch step, in the order a run passes them. Tests iterate this list, so
+/// a new boundary is covered by the crash tests as soon as it is named here.
+pub const FETCH_BOUNDARIES: &[&str] = &[
+    FETCH_STARTED,
+    FETCH_WINDOW_RECEIVED,
+    COMMIT_CURSOR_WRITTEN,
+    COMMIT_RECORDS_WRITTEN,
+    FETCH_WINDOW_COMMITTED,
+    FETCH_BEFORE_FINISH,
+    FETCH_FINISHED,
+];
+
+/// The lease is taken; nothing was requested yet.
+pub const FETCH_STARTED: &str = "fetch.started";
+/// A window's records came back from the partner and were mapped; nothing stored yet.
+pub const FETCH_WINDOW_RECEIVED: &str = "fetch.window_received";
+/// Inside the window's transaction: lease checked and cursor moved, records not yet written.
+pub const COMMIT_CURSOR_WRITTEN: &str = "commit.cursor_written";
+/// Inside the window's transaction: records written, not yet committed.
+pub const COMMIT_RECORDS_WRITTEN: &str = "commit.records_written";
+/// The window's transaction committed; the next window not yet requested.
+pub const FETCH_WINDOW_COMMITTED: &str = "fetch.window_committed";
+/// Every window committed; the run's end (next run, lease release) not yet written.
+pub const FETCH_BEFORE_FINISH: &str = "fetch.before_finish";
+/// The run's end is written; the job not yet acknowledged.
+pub const FETCH_FINISHED: &str = "fetch.finished";
+
+/// A step stopped at a failpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stopped at failpoint {0}")]
+pub struct Injected(pub &'static str);
+
+#[derive(Default)]
+struct Inner {
+    armed: AtomicBool,
+    /// Point → hits left before it trips (1 = the next hit trips). Tripping disarms it.
+    points: Mutex<HashMap<&'static str, u32>>,
+}
+
+/// A set of armed failpoints.
+#[derive(Clone, Default)]
+pub struct Failpoints {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Failpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failpoints")
+            .field("armed", &self.inner.armed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Failpoints {
+    /// Arms `point` to trip on its `nth` hit from now (1 = the next one), once.
+    pub fn arm(&self, point: &'static str, nth: u32) {
+        let mut points = self.lock();
+        points.insert(point, nth.max(1));
+        self.inner.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Disarms every point.
+    pub fn clear(&self) {
+        let mut points = self.lock();
+        points.clear();
+        self.inner.armed.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether `point` is still armed (it has not tripped yet).
+    pub fn is_armed(&self, point: &str) -> bool {
+        self.lock().contains_key(point)
+    }
+
+    /// Passes `point`: `Err` when it trips.
+    pub fn hit(&self, point: &'static str) -> Result<(), Injected> {
+        if !self.inner.armed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut points = self.lock();
+        let Some(left) = points.get_mut(point) else {
+            return Ok(());
+        };
+        if *left > 1 {
+            *left -= 1;
+            return Ok(());
+        }
+        points.remove(point);
+        if points.is_empty() {
+            self.inner.armed.store(false, Ordering::SeqCst);
+        }
+        tracing::warn!(point, "failpoint tripped");
+        Err(Injected(point))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, u32>> {
+        self.inner
+            .points
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trips_on_the_nth_hit_once() {
+        let f = Failpoints::default();
+        assert_eq!(f.hit(FETCH_STARTED), Ok(()));
+        f.arm(FETCH_STARTED, 3);
+        assert_eq!(f.hit(FETCH_STARTED), Ok(()));
+        assert_eq!(f.hit(FETCH_WINDOW_RECEIVED), Ok(()));
+        assert_eq!(f.hit(FETCH_STARTED), Ok(()));
+        assert!(f.is_armed(FETCH_STARTED));
+        assert_eq!(f.hit(FETCH_STARTED), Err(Injected(FETCH_STARTED)));
+        assert!(!f.is_armed(FETCH_STARTED));
+        assert_eq!(f.hit(FETCH_STARTED), Ok(()));
+    }
+
+    #[test]
+    fn clones_share_points_and_clear_disarms() {
+        let f = Failpoints::default();
+        let g = f.clone();
+        f.arm(COMMIT_RECORDS_WRITTEN, 1);
+        f.clear();
+        assert_eq!(g.hit(COMMIT_RECORDS_WRITTEN), Ok(()));
+        f.arm(COMMIT_RECORDS_WRITTEN, 1);
+        assert_eq!(
+            g.hit(COMMIT_RECORDS_WRITTEN),
+            Err(Injected(COMMIT_RECORDS_WRITTEN))
+        );
+    }
+}
