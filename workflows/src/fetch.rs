@@ -157,17 +157,19 @@ impl Workflows {
             match data.fetch_window(&token, from, to).await {
                 Ok(raw) => {
                     let mapped = map_records(&ctx, &raw);
+                    drop(raw);
                     failpoints.hit(failpoint::FETCH_WINDOW_RECEIVED)?;
-                    if !mapped.skipped.is_empty() {
-                        tracing::warn!(connection = %id, skipped = mapped.skipped.len(), "records the mapping could not understand were skipped");
+                    let skipped = mapped.skipped.len();
+                    if skipped > 0 {
+                        tracing::warn!(connection = %id, skipped, "records the mapping could not understand were skipped");
                     }
                     match self
                         .store
-                        .commit_chunk(&mut lease, &mapped.records, to, settings.fetch_lease)
+                        .commit_chunk(&mut lease, mapped.records, to, settings.fetch_lease)
                         .await
                     {
                         Ok(stats) => {
-                            totals.add(stats, mapped.skipped.len());
+                            totals.add(stats, skipped);
                             failpoints.hit(failpoint::FETCH_WINDOW_COMMITTED)?;
                         }
                         Err(StoreError::LeaseLost) => return Ok(FetchReport::LeaseLost),
@@ -233,8 +235,8 @@ impl Workflows {
         {
             return self.refresh_for_fetch(lease).await;
         }
-        match self.store.tokens(lease.connection.id).await? {
-            Some(tokens) => Ok(Ok(tokens.access_token)),
+        match &lease.tokens {
+            Some(tokens) => Ok(Ok(tokens.access_token.clone())),
             None => {
                 let error = ErrorInfo::new("no_tokens", "an active connection holds no tokens");
                 self.fail_connection(lease.connection.id, error).await?;
@@ -255,9 +257,8 @@ impl Workflows {
             .await?;
         self.store.reload_lease(lease).await?;
         match outcome {
-            RefreshOutcome::Refreshed { .. } => match self.store.tokens(lease.connection.id).await?
-            {
-                Some(tokens) => Ok(Ok(tokens.access_token)),
+            RefreshOutcome::Refreshed { .. } => match &lease.tokens {
+                Some(tokens) => Ok(Ok(tokens.access_token.clone())),
                 None => Ok(Err(FetchReport::LeaseLost)),
             },
             // The refresh step already moved the connection to `revoked` and journaled why.

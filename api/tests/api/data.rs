@@ -135,7 +135,7 @@ async fn transfer(app: &TestApi, claimed: &[Claimed], id: &str, chunks: &[Vec<Ma
     for chunk in chunks {
         let through = t0() + TimeDelta::days(1);
         store
-            .commit_chunk(&mut lease, chunk, through, LEASE)
+            .commit_chunk(&mut lease, chunk.clone(), through, LEASE)
             .await
             .unwrap();
     }

@@ -521,7 +521,7 @@ impl Store {
         self.decrypt_tokens(&row)
     }
 
-    fn decrypt_tokens(&self, row: &connection::Model) -> Result<Option<TokenSet>> {
+    pub(super) fn decrypt_tokens(&self, row: &connection::Model) -> Result<Option<TokenSet>> {
         let (Some(blob), Some(key_id)) = (&row.token_ciphertext, &row.token_key_id) else {
             return Ok(None);
         };

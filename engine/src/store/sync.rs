@@ -26,7 +26,7 @@ use super::{
 use crate::{
     failpoint,
     ids::{ConnectionId, UserId},
-    model::{Connection, ErrorInfo, MappedRecord, StoredRecord},
+    model::{Connection, ErrorInfo, MappedRecord, StoredRecord, TokenSet},
     state::State,
 };
 
@@ -41,6 +41,8 @@ pub struct Claimed {
 #[derive(Debug, Clone)]
 pub struct SyncLease {
     pub connection: Connection,
+    /// The tokens as of the start (read in the same statement that took the lease).
+    pub tokens: Option<TokenSet>,
     token: String,
 }
 
@@ -127,7 +129,8 @@ impl Store {
     ) -> Result<Option<SyncLease>> {
         let now = self.clock.now();
         let token = uuid::Uuid::new_v4().to_string();
-        let result = connection::Entity::update_many()
+        // One round trip: take the lease and read the row (with its sealed tokens) back.
+        let rows = connection::Entity::update_many()
             .set(connection::ActiveModel {
                 sync_lease_token: Set(Some(token.clone())),
                 sync_lease_until: Set(Some(now + lease_delta(lease))),
@@ -138,20 +141,27 @@ impl Store {
             .filter(connection::Column::State.eq(State::Active.as_str()))
             .filter(connection::Column::SyncLeaseToken.is_null())
             .filter(connection::Column::SyncLeaseUntil.gt(now))
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        if result.rows_affected != 1 {
+        let Some(row) = rows.into_iter().next() else {
             return Ok(None);
-        }
+        };
+        let tokens = self.decrypt_tokens(&row)?;
         Ok(Some(SyncLease {
-            connection: self.get(id).await?,
+            connection: super::connections::to_domain(row)?,
+            tokens,
             token,
         }))
     }
 
-    /// Re-reads the leased connection (after an inline refresh changed its version).
+    /// Re-reads the leased connection and its tokens (after an inline refresh changed them).
     pub async fn reload_lease(&self, lease: &mut SyncLease) -> Result<()> {
-        lease.connection = self.get(lease.connection.id).await?;
+        let row = connection::Entity::find_by_id(lease.connection.id.to_string())
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        lease.tokens = self.decrypt_tokens(&row)?;
+        lease.connection = super::connections::to_domain(row)?;
         Ok(())
     }
 
@@ -161,14 +171,14 @@ impl Store {
     pub async fn commit_chunk(
         &self,
         lease: &mut SyncLease,
-        records: &[MappedRecord],
+        records: Vec<MappedRecord>,
         fetched_through: DateTime<Utc>,
         extend: Duration,
     ) -> Result<ChunkStats> {
-        let (store, mut owned, records) = (self.clone(), lease.clone(), records.to_vec());
+        let (store, mut owned) = (self.clone(), lease.clone());
         let (owned, stats) = super::connections::detached(async move {
             let stats = store
-                .commit_chunk_now(&mut owned, &records, fetched_through, extend)
+                .commit_chunk_now(&mut owned, records, fetched_through, extend)
                 .await;
             Ok((owned, stats))
         })
@@ -180,7 +190,7 @@ impl Store {
     async fn commit_chunk_now(
         &self,
         lease: &mut SyncLease,
-        records: &[MappedRecord],
+        records: Vec<MappedRecord>,
         fetched_through: DateTime<Utc>,
         extend: Duration,
     ) -> Result<ChunkStats> {
@@ -284,16 +294,16 @@ impl Store {
                 }
             }
         }
-        let result = connection::Entity::update_many()
+        let rows = connection::Entity::update_many()
             .set(update)
             .filter(connection::Column::Id.eq(lease.connection.id.to_string()))
             .filter(connection::Column::SyncLeaseToken.eq(lease.token.as_str()))
-            .exec(&self.db)
+            .exec_with_returning(&self.db)
             .await?;
-        if result.rows_affected != 1 {
-            return Ok(None);
-        }
-        Ok(Some(self.get(lease.connection.id).await?))
+        rows.into_iter()
+            .next()
+            .map(super::connections::to_domain)
+            .transpose()
     }
 
     /// A user asks for a sync now: due at once unless one was requested within `min_interval`
@@ -444,17 +454,19 @@ async fn upsert_records(
     txn: &DatabaseTransaction,
     connection_id: &str,
     user_id: &str,
-    records: &[MappedRecord],
+    records: Vec<MappedRecord>,
     now: DateTime<Utc>,
 ) -> Result<ChunkStats> {
     let mut stats = ChunkStats::default();
     // The same partner record twice in one chunk (overlapping windows): the last one wins.
-    let mut unique: std::collections::BTreeMap<&str, &MappedRecord> = Default::default();
+    let mut unique: std::collections::BTreeMap<String, MappedRecord> = Default::default();
     for record in records {
-        unique.insert(record.partner_record_id.as_str(), record);
+        unique.insert(record.partner_record_id.clone(), record);
     }
-    let unique: Vec<_> = unique.into_values().collect();
-    for chunk in unique.chunks(500) {
+    let mut rest: Vec<MappedRecord> = unique.into_values().collect();
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(500));
+        let chunk = std::mem::replace(&mut rest, tail);
         let ids: Vec<&str> = chunk.iter().map(|r| r.partner_record_id.as_str()).collect();
         let existing: std::collections::HashMap<String, String> = data_record::Entity::find()
             .select_only()
@@ -469,15 +481,15 @@ async fn upsert_records(
             .collect();
         let mut inserts = Vec::new();
         for record in chunk {
-            let hash = datum_hash(record);
+            let hash = datum_hash(&record);
             match existing.get(&record.partner_record_id) {
                 None => inserts.push(data_record::ActiveModel {
                     connection_id: Set(connection_id.to_owned()),
-                    partner_record_id: Set(record.partner_record_id.clone()),
+                    partner_record_id: Set(record.partner_record_id),
                     user_id: Set(user_id.to_owned()),
-                    datum_type: Set(record.datum_type.clone()),
+                    datum_type: Set(record.datum_type),
                     time: Set(record.time),
-                    datum: Set(record.datum.clone()),
+                    datum: Set(record.datum),
                     datum_hash: Set(hash),
                     retired: Set(record.retired),
                     created_at: Set(now),
@@ -487,9 +499,9 @@ async fn upsert_records(
                 Some(_) => {
                     data_record::Entity::update_many()
                         .set(data_record::ActiveModel {
-                            datum_type: Set(record.datum_type.clone()),
+                            datum_type: Set(record.datum_type),
                             time: Set(record.time),
-                            datum: Set(record.datum.clone()),
+                            datum: Set(record.datum),
                             datum_hash: Set(hash),
                             retired: Set(record.retired),
                             updated_at: Set(now),
