@@ -308,6 +308,16 @@ pub struct WorkersConfig {
     pub batch_size: usize,
     /// Connections claimed per dispatcher pass. Default 500.
     pub dispatch_batch: u64,
+    /// How long a dispatcher's claim on a due connection lasts before the job starts, in
+    /// seconds: a job lost between claim and start is re-dispatched after this. Default 120.
+    pub dispatch_lease_secs: u64,
+    /// How long a started transfer may go without committing a window, in seconds: the
+    /// transfer of a worker killed mid-way is taken up again this long after its last commit.
+    /// Must exceed the longest window fetch. Default 300.
+    pub fetch_lease_secs: u64,
+    /// A transfer running longer than this yields (and is due again at once), in seconds, so a
+    /// long backfill never holds a worker for hours. Default 120.
+    pub max_run_secs: u64,
 }
 
 impl Default for WorkersConfig {
@@ -318,6 +328,9 @@ impl Default for WorkersConfig {
             poll_interval_ms: 250,
             batch_size: 100,
             dispatch_batch: 500,
+            dispatch_lease_secs: 120,
+            fetch_lease_secs: 300,
+            max_run_secs: 120,
         }
     }
 }

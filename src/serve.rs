@@ -248,6 +248,9 @@ async fn components(
             transfer: TransferSettings {
                 poll_interval: poll,
                 dispatch_batch: config.workers.dispatch_batch.max(1),
+                dispatch_lease: Duration::from_secs(config.workers.dispatch_lease_secs),
+                fetch_lease: Duration::from_secs(config.workers.fetch_lease_secs),
+                max_run: Duration::from_secs(config.workers.max_run_secs),
                 ..TransferSettings::default()
             },
             ..Settings::default()

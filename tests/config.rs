@@ -72,6 +72,9 @@ fn defaults_run_out_of_the_box() {
     assert!(c.dev_secrets);
     assert_eq!(c.log.filter, "info,sqlx=warn");
     assert!(!c.log.json);
+    assert_eq!(c.workers.dispatch_lease_secs, 120);
+    assert_eq!(c.workers.fetch_lease_secs, 300);
+    assert_eq!(c.workers.max_run_secs, 120);
     assert_eq!(c.dev_secrets_in_use, None);
 
     // Ready-made keys for the server.
@@ -106,6 +109,8 @@ fn toml_overrides_defaults() {
         auto_consent_user = "alice"
         [log]
         json = true
+        [workers]
+        fetch_lease_secs = 3
         "#,
     );
     let c = Config::load_from(Some(&file), env(&[]), CliOverrides::default()).unwrap();
@@ -127,6 +132,8 @@ fn toml_overrides_defaults() {
     assert_eq!(c.oauth.state_ttl_secs, 120);
     assert_eq!(c.sandbox.auto_consent_user.as_deref(), Some("alice"));
     assert!(c.log.json);
+    assert_eq!(c.workers.fetch_lease_secs, 3);
+    assert_eq!(c.workers.max_run_secs, 120, "untouched keys keep defaults");
     assert!(!c.dev_secrets);
 }
 
@@ -275,6 +282,22 @@ fn bad_values_are_errors_that_name_the_key() {
         (
             &[("TRIBUTARY_LOG__FILTER", "info,foo=verbose")],
             "log.filter",
+        ),
+        (
+            &[("TRIBUTARY_WORKERS__DISPATCH_LEASE_SECS", "0")],
+            "workers.dispatch_lease_secs",
+        ),
+        (
+            &[("TRIBUTARY_WORKERS__FETCH_LEASE_SECS", "0")],
+            "workers.fetch_lease_secs",
+        ),
+        (
+            &[("TRIBUTARY_WORKERS__MAX_RUN_SECS", "0")],
+            "workers.max_run_secs",
+        ),
+        (
+            &[("TRIBUTARY_WORKERS__FETCH_LEASE_SECS", "soon")],
+            "workers.fetch_lease_secs",
         ),
     ];
     for (vars, expected) in cases {

@@ -105,6 +105,9 @@ pub(crate) struct Store {
     refresh: HashMap<String, RefreshToken>,
     next_grant: u64,
     pub stats: Stats,
+    /// Data-API requests in flight per `Authorization` header value (for
+    /// [`Stats::max_data_requests_in_flight_per_token`]); entries leave at zero.
+    pub in_flight: HashMap<String, u64>,
 }
 
 impl Store {

@@ -65,6 +65,12 @@ pub struct Stats {
     pub pump: FlavorStats,
     /// Requests answered by an injected fault (5xx, 429, 503, malformed body).
     pub faults_injected: u64,
+    /// The most data-API requests ever in flight at once with one `Authorization` header (one
+    /// access token: one connection), from arrival to response, latency included. A client
+    /// that runs at most one transfer per connection at a time, sending its requests one
+    /// after another, keeps it at 1 (tests of concurrent workers read it).
+    #[serde(default)]
+    pub max_data_requests_in_flight_per_token: u64,
 }
 
 impl Stats {

@@ -10,7 +10,9 @@
 //! **Development only**: it creates and drops its own databases and runs the sandbox in-process.
 
 mod floor;
-mod seed;
+/// Bulk seeding of active connections with sandbox grants (also used by the multi-process
+/// integration test, `tests/processes.rs`).
+pub mod seed;
 
 use std::{
     io::Write as _,
@@ -56,11 +58,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.5)]
     pub lag_load: f64,
     /// PostgreSQL server (an existing database to connect to); the bench creates and drops
-    /// its own database there.
+    /// its own database there. TLS is off by default: on loopback it would only measure
+    /// encryption (sqlx's default `sslmode=prefer` negotiates TLS when the server offers it).
     #[arg(
         long,
         value_name = "URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/test"
+        default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
     )]
     pub database_url: String,
     /// Handlers per worker process (workers.concurrency).

@@ -31,6 +31,7 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
             "must not be empty (leave it unset to show the consent page)",
         ));
     }
+    check_workers(config)?;
     check_partners(config)?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.filter) {
         return Err(ConfigError::invalid("log.filter", e.to_string()));
@@ -54,6 +55,20 @@ pub(super) fn check_secrets_present(config: &Config) -> Result<(), ConfigError> 
         ));
     }
     check_crypto(config)
+}
+
+fn check_workers(config: &Config) -> Result<(), ConfigError> {
+    let workers = &config.workers;
+    for (key, value) in [
+        ("workers.dispatch_lease_secs", workers.dispatch_lease_secs),
+        ("workers.fetch_lease_secs", workers.fetch_lease_secs),
+        ("workers.max_run_secs", workers.max_run_secs),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::invalid(key, "must be greater than 0"));
+        }
+    }
+    Ok(())
 }
 
 fn check_server(config: &Config) -> Result<(), ConfigError> {

@@ -35,6 +35,9 @@ impl<E: Endpoint> Endpoint for Guard<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> Result<Response> {
+        let _in_flight = (self.class == EndpointClass::Data)
+            .then(|| InFlight::enter(&self.sb, &req))
+            .flatten();
         let now = self.sb.now();
         let roll: f64 = rand::random();
         let (decision, latency_ms, retry_after) = self.sb.faults().update(|f| {
@@ -73,6 +76,42 @@ impl<E: Endpoint> Endpoint for Guard<E> {
         tracing::debug!(class = ?self.class, ?decision, "sandbox fault injected");
         self.sb.store().stats.faults_injected += 1;
         Ok(injected)
+    }
+}
+
+/// One data-API request in flight with its `Authorization` header, counted from arrival until
+/// dropped (response sent, or the request abandoned), so overlapping requests of one token are
+/// seen: [`crate::Stats::max_data_requests_in_flight_per_token`].
+struct InFlight {
+    sb: Sandbox,
+    key: String,
+}
+
+impl InFlight {
+    fn enter(sb: &Sandbox, req: &Request) -> Option<Self> {
+        let key = req.header(header::AUTHORIZATION.as_str())?.to_owned();
+        let mut store = sb.store();
+        let count = store.in_flight.entry(key.clone()).or_insert(0);
+        *count += 1;
+        let count = *count;
+        let max = &mut store.stats.max_data_requests_in_flight_per_token;
+        *max = (*max).max(count);
+        Some(InFlight {
+            sb: sb.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut store = self.sb.store();
+        if let Some(count) = store.in_flight.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                store.in_flight.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -82,6 +82,34 @@ async fn latency_is_added() {
 }
 
 #[tokio::test]
+async fn overlapping_data_requests_of_one_token_are_counted() {
+    let app = TestApp::spawn().await;
+    let alice = app.connect(Flavor::Cgm, "alice").await;
+    let bob = app.connect(Flavor::Cgm, "bob").await;
+    app.put_faults(json!({"latency_ms": 200})).await;
+    // One token, requests one after another; and two tokens at once: never two of one token.
+    for _ in 0..2 {
+        assert_eq!(
+            app.get_data(EGVS, &alice.access, &WINDOW).await.status(),
+            200
+        );
+    }
+    let (a, b) = tokio::join!(
+        app.get_data(EGVS, &alice.access, &WINDOW),
+        app.get_data(EGVS, &bob.access, &WINDOW)
+    );
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_eq!(app.sandbox.stats().max_data_requests_in_flight_per_token, 1);
+    // Two requests of one token at once (as two transfers of one connection would send).
+    let (a, b) = tokio::join!(
+        app.get_data(EGVS, &alice.access, &WINDOW),
+        app.get_data(EGVS, &alice.access, &WINDOW)
+    );
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_eq!(app.sandbox.stats().max_data_requests_in_flight_per_token, 2);
+}
+
+#[tokio::test]
 async fn malformed_bodies_html_then_truncated() {
     let app = TestApp::spawn().await;
     let t = app.connect(Flavor::Cgm, "alice").await;
