@@ -96,6 +96,10 @@ pub struct ConnectionJson {
     pub fetched_through: Option<DateTime<Utc>>,
     /// Start of the current streak of failed transfers; `null` when the last one succeeded.
     pub failing_since: Option<DateTime<Utc>>,
+    /// Partner records that could not be mapped to the Tidepool model (an unknown enum value,
+    /// a bad number) and were skipped, over the connection's life. Nonzero means the partner
+    /// sends something we do not understand yet: the server log names the field.
+    pub records_skipped: u64,
 }
 
 impl From<Connection> for ConnectionJson {
@@ -120,6 +124,7 @@ impl From<Connection> for ConnectionJson {
             next_sync_at: c.next_sync_at,
             fetched_through: c.fetched_through,
             failing_since: c.failing_since,
+            records_skipped: c.records_skipped,
         }
     }
 }

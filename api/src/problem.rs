@@ -314,6 +314,9 @@ macro_rules! endpoint_response {
         $(#[$meta])*
         #[derive(poem_openapi::ApiResponse)]
         #[oai(bad_request_handler = "crate::problem::bad_request")]
+        // A response is built once per request and moved straight into the body writer: the
+        // size of its largest variant costs nothing worth a box.
+        #[allow(clippy::large_enum_variant)]
         $vis enum $name {
             $( $(#[$vmeta])* #[oai(status = $status)] $variant($ty $(, #[$hmeta] $hty)*), )*
             $( $(#[$pmeta])* #[oai(status = $pstatus)] $pvariant($crate::problem::ProblemJson), )*

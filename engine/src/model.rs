@@ -35,6 +35,8 @@ pub struct Connection {
     pub fetched_through: Option<DateTime<Utc>>,
     /// Start of the current streak of failed transfers.
     pub failing_since: Option<DateTime<Utc>>,
+    /// Partner records the mapping could not understand, skipped (never stored) so far.
+    pub records_skipped: u64,
 }
 
 /// The last thing that went wrong, in words safe to show (no secrets, no health data).

@@ -13,6 +13,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_create_connections;
 mod m20261125_000002_create_data_records;
 mod m20261125_000003_index_token_expiry;
+mod m20261125_000004_add_records_skipped;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_connections::Migration),
             Box::new(m20261125_000002_create_data_records::Migration),
             Box::new(m20261125_000003_index_token_expiry::Migration),
+            Box::new(m20261125_000004_add_records_skipped::Migration),
         ]
     }
 }

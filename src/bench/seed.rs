@@ -73,6 +73,7 @@ pub async fn seed(
                 last_error_code: Set(None),
                 last_error: Set(None),
                 failure_count: Set(0),
+                records_skipped: Set(0),
                 paused: Set(false),
                 token_ciphertext: Set(Some(sealed.blob)),
                 token_key_id: Set(Some(sealed.key_id)),

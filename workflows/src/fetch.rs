@@ -14,7 +14,7 @@ use engine::{
     schedule::{SyncPolicy, backoff},
     secret::SecretString,
     state::Event,
-    store::{ChunkStats, SyncEnd, SyncLease},
+    store::{Chunk, ChunkStats, SyncEnd, SyncLease},
 };
 use serde::Deserialize;
 
@@ -165,7 +165,15 @@ impl Workflows {
                     }
                     match self
                         .store
-                        .commit_chunk(&mut lease, mapped.records, to, settings.fetch_lease)
+                        .commit_chunk(
+                            &mut lease,
+                            Chunk {
+                                records: mapped.records,
+                                skipped: skipped as u64,
+                            },
+                            to,
+                            settings.fetch_lease,
+                        )
                         .await
                     {
                         Ok(stats) => {

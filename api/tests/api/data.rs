@@ -6,7 +6,7 @@ use api::auth::Role;
 use chrono::{DateTime, TimeDelta, Utc};
 use engine::{
     model::MappedRecord,
-    store::{Claimed, SyncEnd},
+    store::{Chunk, Claimed, SyncEnd},
 };
 use poem::http::StatusCode;
 use serde_json::{Value, json};
@@ -121,7 +121,7 @@ fn record(id: &str, datum_type: &str, minutes: i64, datum_id: bool) -> MappedRec
 }
 
 /// Stores `chunks` for the claimed connection `id` as one transfer would.
-async fn transfer(app: &TestApi, claimed: &[Claimed], id: &str, chunks: &[Vec<MappedRecord>]) {
+async fn transfer(app: &TestApi, claimed: &[Claimed], id: &str, chunks: &[Chunk]) {
     let store = app.workflows.store();
     let claim = claimed
         .iter()
@@ -175,7 +175,7 @@ async fn seed(app: &TestApi) -> (String, String, String) {
         .collect();
     let mut retired = record("egv-07", "cbg", 35, false);
     retired.retired = true;
-    transfer(app, &claimed, &cgm, &[cbg, vec![retired]]).await;
+    transfer(app, &claimed, &cgm, &[cbg.into(), vec![retired].into()]).await;
     let pump_records: Vec<_> = (0..10)
         .flat_map(|i| {
             [
@@ -184,11 +184,16 @@ async fn seed(app: &TestApi) -> (String, String, String) {
             ]
         })
         .collect();
-    transfer(app, &claimed, &pump, &[pump_records]).await;
+    // Two pump records the mapping could not understand were skipped.
+    let chunk = Chunk {
+        records: pump_records,
+        skipped: 2,
+    };
+    transfer(app, &claimed, &pump, &[chunk]).await;
     let bob_records: Vec<_> = (0..3)
         .map(|i| record(&format!("egv-{i:02}"), "cbg", i, false))
         .collect();
-    transfer(app, &claimed, &bob, &[bob_records]).await;
+    transfer(app, &claimed, &bob, &[bob_records.into()]).await;
     (cgm, pump, bob)
 }
 
@@ -218,6 +223,23 @@ async fn all_pages(app: &TestApi, token: &str, user: &str, query: &str) -> (Vec<
 
 fn time_of(datum: &Value) -> DateTime<Utc> {
     datum["time"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn skipped_records_are_counted_on_the_connection() {
+    let app = TestApi::spawn().await;
+    let (cgm, pump, _) = seed(&app).await;
+    let alice = app.user("alice");
+    for (id, skipped) in [(&cgm, 0), (&pump, 2)] {
+        let reply = app.get(&format!("/v1/connections/{id}"), &alice).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(
+            reply.json()["recordsSkipped"],
+            json!(skipped),
+            "{}",
+            reply.text
+        );
+    }
 }
 
 #[tokio::test]

@@ -218,6 +218,7 @@ impl Store {
             sync_lease_until: Set(None),
             sync_lease_token: Set(None),
             sync_requested_at: Set(None),
+            records_skipped: Set(0),
         };
         apply_error_fields(&mut row, &change.error, None);
         let txn = self.db.begin().await?;
@@ -620,6 +621,8 @@ pub(super) fn to_domain(row: connection::Model) -> Result<Connection> {
         next_sync_at: row.next_sync_at,
         fetched_through: row.fetched_through,
         failing_since: row.failing_since,
+        records_skipped: u64::try_from(row.records_skipped)
+            .map_err(|_| corrupt("skipped record count"))?,
     })
 }
 

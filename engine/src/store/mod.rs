@@ -28,7 +28,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-pub use sync::{ChunkStats, Claimed, RecordQuery, SyncEnd, SyncLease};
+pub use sync::{Chunk, ChunkStats, Claimed, RecordQuery, SyncEnd, SyncLease};
 
 use crate::{
     clock::{SharedClock, SystemClock},

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait, sea_query::OnConflict,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
+    sea_query::{Expr, ExprTrait as _, OnConflict},
 };
 use sha2::{Digest, Sha256};
 
@@ -44,6 +46,22 @@ pub struct SyncLease {
     /// The tokens as of the start (read in the same statement that took the lease).
     pub tokens: Option<TokenSet>,
     token: String,
+}
+
+/// One window's mapped records, and how many partner records the mapping had to skip.
+#[derive(Debug, Clone, Default)]
+pub struct Chunk {
+    pub records: Vec<MappedRecord>,
+    pub skipped: u64,
+}
+
+impl From<Vec<MappedRecord>> for Chunk {
+    fn from(records: Vec<MappedRecord>) -> Self {
+        Self {
+            records,
+            skipped: 0,
+        }
+    }
 }
 
 /// What a chunk commit wrote.
@@ -171,14 +189,14 @@ impl Store {
     pub async fn commit_chunk(
         &self,
         lease: &mut SyncLease,
-        records: Vec<MappedRecord>,
+        chunk: Chunk,
         fetched_through: DateTime<Utc>,
         extend: Duration,
     ) -> Result<ChunkStats> {
         let (store, mut owned) = (self.clone(), lease.clone());
         let (owned, stats) = super::connections::detached(async move {
             let stats = store
-                .commit_chunk_now(&mut owned, records, fetched_through, extend)
+                .commit_chunk_now(&mut owned, chunk, fetched_through, extend)
                 .await;
             Ok((owned, stats))
         })
@@ -190,7 +208,7 @@ impl Store {
     async fn commit_chunk_now(
         &self,
         lease: &mut SyncLease,
-        records: Vec<MappedRecord>,
+        Chunk { records, skipped }: Chunk,
         fetched_through: DateTime<Utc>,
         extend: Duration,
     ) -> Result<ChunkStats> {
@@ -219,8 +237,15 @@ impl Store {
         }
         // The lease check is the first write: it takes the row (and on SQLite the database)
         // lock, so the records below are written only by the lease holder.
-        let held = connection::Entity::update_many()
-            .set(cursor)
+        let mut held = connection::Entity::update_many().set(cursor);
+        if skipped > 0 {
+            held = held.col_expr(
+                connection::Column::RecordsSkipped,
+                Expr::col(connection::Column::RecordsSkipped)
+                    .add(i64::try_from(skipped).unwrap_or(i64::MAX)),
+            );
+        }
+        let held = held
             .filter(connection::Column::Id.eq(id.as_str()))
             .filter(connection::Column::SyncLeaseToken.eq(lease.token.as_str()))
             .filter(connection::Column::State.eq(State::Active.as_str()))
@@ -236,12 +261,13 @@ impl Store {
         self.failpoints.hit(failpoint::COMMIT_RECORDS_WRITTEN)?;
         txn.commit().await?;
         lease.connection.fetched_through = Some(fetched_through);
+        lease.connection.records_skipped += skipped;
         if let Some(newest) = newest {
             lease.connection.latest_data_time = Some(
                 lease
                     .connection
                     .latest_data_time
-                    .map_or(newest, |t| t.max(newest)),
+                    .map_or(newest, |t| Ord::max(t, newest)),
             );
         }
         if let Some(oldest) = oldest {
@@ -249,7 +275,7 @@ impl Store {
                 lease
                     .connection
                     .earliest_data_time
-                    .map_or(oldest, |t| t.min(oldest)),
+                    .map_or(oldest, |t| Ord::min(t, oldest)),
             );
         }
         Ok(stats)

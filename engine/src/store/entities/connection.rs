@@ -36,6 +36,8 @@ pub struct Model {
     pub sync_lease_token: Option<String>,
     /// Last user-requested immediate sync (rate limit).
     pub sync_requested_at: Option<DateTimeUtc>,
+    /// Partner records the mapping could not understand, skipped over the connection's life.
+    pub records_skipped: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
