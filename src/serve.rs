@@ -209,7 +209,7 @@ impl Application {
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
-                self.routes.with(poem::middleware::Tracing),
+                self.routes.with(api::AccessLog),
                 shutdown,
                 Some(Duration::from_secs(10)),
             )

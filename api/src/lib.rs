@@ -15,7 +15,8 @@
 //! - `data.rs`: `/v1/users/{userId}/data` (transferred data, Tidepool model, keyset-paged).
 //! - `oauth.rs`: `/v1/oauth/{partner}/callback` (browser-facing, no bearer token).
 //! - `ops.rs`: refresh, alerts, revocations (operators).
-//! - `middleware.rs`: body limit, panics as problems, security headers.
+//! - `middleware.rs`: body limit, panics as problems, security headers, the access log
+//!   (method and path only: query strings carry OAuth codes and `state`s).
 
 pub mod auth;
 mod connections;
@@ -28,6 +29,8 @@ mod ops;
 mod partners;
 pub mod problem;
 mod security;
+
+pub use middleware::AccessLog;
 
 use poem::{Endpoint, EndpointExt as _, Response, Route};
 use poem_openapi::{OpenApiService, Tags};

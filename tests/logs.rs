@@ -1,0 +1,210 @@
+//! Tokens, codes, secrets and health data never reach the logs. A connection's whole life runs
+//! through the service (connect, OAuth callback, the first transfer by the real workers, a
+//! refresh with rotation, disconnect with revocation at the partner) while every log event of
+//! every crate is captured at TRACE, with span fields, exactly as the fmt subscriber writes it;
+//! then the capture is searched for each secret that passed through.
+//!
+//! Its own test binary: the capturing subscriber is process-global.
+
+#[path = "flows/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use engine::{model::Actor, testing::TestDb};
+use reqwest::StatusCode;
+
+use crate::helpers::{TestApp, test_config};
+
+engine::backend_tests!(no_secret_or_health_datum_reaches_the_logs);
+
+/// Everything every test of this binary logged.
+fn capture() -> &'static Arc<Mutex<Vec<u8>>> {
+    static CAPTURE: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("trace")
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .init();
+        buffer
+    })
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+async fn no_secret_or_health_datum_reaches_the_logs(db: &TestDb) {
+    let capture = capture();
+    let config = test_config(db);
+    let mut secrets: Vec<(String, String)> = vec![
+        (
+            "JWT signing secret".into(),
+            config.auth.jwt_secret.as_ref().unwrap().expose().clone(),
+        ),
+        (
+            "token encryption key".into(),
+            config.crypto.keys["k1"].expose().clone(),
+        ),
+    ];
+    let app = TestApp::spawn_with(config).await;
+    for client in &app.sandbox.config().clients {
+        secrets.push(("client secret".into(), client.client_secret.clone()));
+    }
+    let user = "lena";
+    let bearer = app.user_token(user);
+    secrets.push(("API bearer token".into(), bearer.clone()));
+
+    // Connect: the authorization URL carries `state` and the PKCE challenge; the callback
+    // carries the authorization code.
+    let (status, body) = app.connect(user, "sandbox-cgm").await;
+    assert!(status.is_success(), "{body}");
+    let authorize = url::Url::parse(body["authorizeUrl"].as_str().unwrap()).unwrap();
+    for (key, value) in authorize.query_pairs() {
+        if key == "state" || key == "code_challenge" {
+            secrets.push((format!("authorize {key}"), value.into_owned()));
+        }
+    }
+    let callback = app
+        .consent(authorize.as_str(), &format!("{user}-at-partner"), true)
+        .await;
+    for (key, value) in callback.query_pairs() {
+        if key == "code" || key == "state" {
+            secrets.push((format!("callback {key}"), value.into_owned()));
+        }
+    }
+    let (status, page) = app.follow_callback(&callback).await;
+    assert!(status.is_success(), "{status} {page}");
+    let id = app
+        .workflows
+        .store()
+        .list_for_user(&engine::ids::UserId::parse(user).unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("connected")
+        .id;
+    let store = app.workflows.store().clone();
+    let first = store.tokens(id).await.unwrap().unwrap();
+    secrets.push(("access token".into(), first.access_token.expose().clone()));
+    secrets.push((
+        "refresh token".into(),
+        first.refresh_token.as_ref().unwrap().expose().clone(),
+    ));
+
+    // The real workers run the first transfer within seconds.
+    eventually("the first transfer", || async {
+        store.get(id).await.unwrap().last_sync_at.is_some()
+    })
+    .await;
+    let data = app
+        .get(&format!("/v1/users/{user}/data?type=cbg&limit=5"), &bearer)
+        .await;
+    assert_eq!(data.0, StatusCode::OK, "{}", data.1);
+    let datum = data.1["data"][0].clone();
+    assert!(datum.is_object(), "{}", data.1);
+
+    // A refresh rotates both tokens.
+    app.workflows
+        .refresh(id, Actor::system("test"))
+        .await
+        .unwrap();
+    let second = store.tokens(id).await.unwrap().unwrap();
+    assert_ne!(second.access_token, first.access_token);
+    secrets.push((
+        "rotated access token".into(),
+        second.access_token.expose().clone(),
+    ));
+    secrets.push((
+        "rotated refresh token".into(),
+        second.refresh_token.as_ref().unwrap().expose().clone(),
+    ));
+
+    // Disconnect; the refresh token is revoked at the partner in the background.
+    let (status, body) = app
+        .post(&format!("/v1/connections/{id}/disconnect"), &bearer)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    eventually("the partner confirms the revocation", || async {
+        store
+            .journal(id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.event == "partner_revocation_confirmed")
+    })
+    .await;
+    app.stop().await;
+
+    let log = String::from_utf8_lossy(&capture.lock().unwrap()).into_owned();
+    // The capture works and saw this flow (so the test can fail).
+    assert!(
+        log.contains(&id.to_string()),
+        "the log mentions the connection"
+    );
+    assert!(
+        log.contains("/callback"),
+        "the log saw the callback request"
+    );
+    for (what, secret) in &secrets {
+        assert!(secret.len() >= 8, "{what} is too short to search for");
+        if let Some(at) = log.find(secret.as_str()) {
+            let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = log[at..].find('\n').map_or(log.len(), |i| at + i);
+            panic!(
+                "the {what} reached the log:\n{}",
+                log[line_start..line_end].replace(secret.as_str(), "<SECRET>")
+            );
+        }
+    }
+    // Health data: the stored datum's readings, and the partner's raw field names (a logged
+    // response body or record would carry them).
+    for field in [
+        "\"trendRate\"",
+        "\"transmitterTicks\"",
+        "\"transmitterGeneration\"",
+    ] {
+        assert!(
+            !log.contains(field),
+            "a partner record reached the log ({field})"
+        );
+    }
+    let value = datum["value"].to_string();
+    let needle = format!("value={value}");
+    assert!(
+        !log.contains(&needle),
+        "a reading reached the log ({needle})"
+    );
+}
