@@ -127,6 +127,16 @@ pub async fn park_backlog(store: &Store) -> anyhow::Result<()> {
         .filter(connection::Column::SyncLeaseUntil.is_null())
         .exec(store.db())
         .await?;
+    // Parking rewrites up to N rows at once, which no real fleet does: without a vacuum the
+    // due-index scans of the lag phase wade through the dead versions and the planner works
+    // from statistics of an all-due table. Put the table back into a steady state first.
+    if store.backend() == engine::store::Backend::Postgres {
+        use sea_orm::ConnectionTrait as _;
+        store
+            .db()
+            .execute_unprepared("VACUUM (ANALYZE) connections")
+            .await?;
+    }
     Ok(())
 }
 
