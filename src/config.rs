@@ -280,6 +280,8 @@ pub struct SandboxSettings {
     /// Longest window one data request of the sandbox partners may span, in days (Dexcom: 30).
     /// Smaller values make the first transfer's backfill many windows (demos, tests). Default 30.
     pub max_window_days: u32,
+    /// Per-request timeout of the sandbox partners' HTTP calls, in seconds. Default 30.
+    pub request_timeout_secs: u64,
 }
 
 impl Default for SandboxSettings {
@@ -288,6 +290,7 @@ impl Default for SandboxSettings {
             enabled: true,
             auto_consent_user: None,
             max_window_days: 30,
+            request_timeout_secs: 30,
         }
     }
 }

@@ -93,11 +93,9 @@ impl Application {
         let mut partner_configs = config.partners.clone();
         if partner_configs.is_empty() {
             match &sandbox {
-                Some(sandbox) => partner_configs.extend(sandbox_partners(
-                    sandbox,
-                    &base,
-                    config.sandbox.max_window_days,
-                )),
+                Some(sandbox) => {
+                    partner_configs.extend(sandbox_partners(sandbox, &base, &config.sandbox));
+                }
                 None => tracing::warn!("no partners are configured: connections cannot be made"),
             }
         }
@@ -263,7 +261,7 @@ async fn components(
 fn sandbox_partners(
     sandbox: &Sandbox,
     base: &str,
-    max_window_days: u32,
+    settings: &crate::config::SandboxSettings,
 ) -> Vec<(String, PartnerConfig)> {
     let partner = |flavor: Flavor, name: &str, display: &str| {
         let urls = sandbox.urls(flavor);
@@ -300,8 +298,8 @@ fn sandbox_partners(
                 ],
             },
             api_base_url: urls.api_base,
-            request_timeout_secs: 30,
-            max_window_days,
+            request_timeout_secs: settings.request_timeout_secs,
+            max_window_days: settings.max_window_days,
             max_records_per_page: 500,
             requests_per_second: 50.0,
             max_pages_per_fetch: 100,
@@ -403,11 +401,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
             Url::parse(&format!("{base}/sandbox")).expect("valid URL"),
             &public_url,
         ));
-        partner_configs.extend(sandbox_partners(
-            &sandbox,
-            &base,
-            config.sandbox.max_window_days,
-        ));
+        partner_configs.extend(sandbox_partners(&sandbox, &base, &config.sandbox));
     }
     let partners = Partners::from_config(partner_configs)
         .map_err(|(name, err)| anyhow::anyhow!("invalid configuration: partners.{name}: {err}"))?;

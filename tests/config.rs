@@ -299,6 +299,14 @@ fn bad_values_are_errors_that_name_the_key() {
             &[("TRIBUTARY_WORKERS__FETCH_LEASE_SECS", "soon")],
             "workers.fetch_lease_secs",
         ),
+        (
+            &[("TRIBUTARY_SANDBOX__MAX_WINDOW_DAYS", "0")],
+            "sandbox.max_window_days",
+        ),
+        (
+            &[("TRIBUTARY_SANDBOX__REQUEST_TIMEOUT_SECS", "0")],
+            "sandbox.request_timeout_secs",
+        ),
     ];
     for (vars, expected) in cases {
         let (key, msg) = load_err(None, env(vars), CliOverrides::default());

@@ -31,6 +31,20 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
             "must not be empty (leave it unset to show the consent page)",
         ));
     }
+    for (key, value) in [
+        (
+            "sandbox.max_window_days",
+            u64::from(config.sandbox.max_window_days),
+        ),
+        (
+            "sandbox.request_timeout_secs",
+            config.sandbox.request_timeout_secs,
+        ),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::invalid(key, "must be greater than 0"));
+        }
+    }
     check_workers(config)?;
     check_partners(config)?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.filter) {
