@@ -25,7 +25,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use base64::Engine as _;
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use engine::{
     Store,
@@ -36,7 +35,7 @@ use engine::{
     testing::TestDb,
 };
 use rand::RngCore as _;
-use sandbox::{DataContext, Flavor, Sandbox, SandboxConfig, data};
+use sandbox::{DataContext, Sandbox, SandboxConfig, data};
 use sqlx::PgPool;
 use tributary::bench::seed::{self, Group};
 use url::Url;
@@ -517,74 +516,24 @@ impl Drop for Workers {
 /// The configuration every worker process loads: the test database and key, the sandbox CGM
 /// partner at the in-process sandbox with one-day windows, short leases, fast polling.
 fn write_worker_config(dir: &Path, url: &str, key: &[u8; 32], sandbox: &Sandbox) -> PathBuf {
-    let urls = sandbox.urls(Flavor::Cgm);
-    let client = sandbox
-        .config()
-        .clients
-        .iter()
-        .find(|c| c.flavor == Flavor::Cgm)
-        .expect("the sandbox has a CGM client");
-    let auth = match client.auth_method {
-        sandbox::ClientAuthMethod::Basic => "client_secret_basic",
-        sandbox::ClientAuthMethod::Post => "client_secret_post",
-    };
-    let mut jwt = [0u8; 32];
-    rand::rng().fill_bytes(&mut jwt);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let toml = format!(
-        r#"dev_secrets = false
-
-[database]
-url = "{url}"
-max_connections = 8
-
-[auth]
-jwt_secret = "{jwt}"
-
-[crypto]
-active_key_id = "k1"
-[crypto.keys]
-k1 = "{key}"
-
-[sandbox]
-enabled = false
-
-[workers]
-concurrency = {CONCURRENCY}
-batch_size = {CONCURRENCY}
-poll_interval_ms = 50
-dispatch_batch = 10
-dispatch_lease_secs = {DISPATCH_LEASE_SECS}
-fetch_lease_secs = {FETCH_LEASE_SECS}
-max_run_secs = 60
-
-[log]
-filter = "info,sqlx=warn"
-
-[partners.{PARTNER}]
-display_name = "Sandbox CGM (process test)"
-kind = "dexcom"
-client_id = "{client_id}"
-client_secret = "{client_secret}"
-client_auth = "{auth}"
-authorize_url = "{authorize}"
-token_url = "{token}"
-revoke_url = "{revoke}"
-redirect_url = "http://127.0.0.1:1/v1/oauth/{PARTNER}/callback"
-scopes = ["offline_access"]
-api_base_url = "{api}"
-max_window_days = 1
-requests_per_second = 1000.0
-"#,
-        jwt = b64.encode(jwt),
-        key = b64.encode(key),
-        client_id = client.client_id,
-        client_secret = client.client_secret,
-        authorize = urls.authorize,
-        token = urls.token,
-        revoke = urls.revoke,
-        api = urls.api_base,
+    let workers = format!(
+        "concurrency = {CONCURRENCY}\nbatch_size = {CONCURRENCY}\npoll_interval_ms = 50\n\
+         dispatch_batch = 10\ndispatch_lease_secs = {DISPATCH_LEASE_SECS}\n\
+         fetch_lease_secs = {FETCH_LEASE_SECS}\nmax_run_secs = 60"
     );
+    let toml = tributary::bench::worker_config_toml(
+        url,
+        key,
+        sandbox,
+        &tributary::bench::WorkerToml {
+            partner: PARTNER,
+            database: "max_connections = 8",
+            workers: &workers,
+            log_filter: "info,sqlx=warn",
+            partner_settings: "max_window_days = 1\nrequests_per_second = 1000.0",
+        },
+    )
+    .unwrap();
     let path = dir.join("worker.toml");
     std::fs::write(&path, toml).unwrap();
     path

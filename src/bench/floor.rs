@@ -78,7 +78,7 @@ macro_rules! cycle {
                 .bind("cbg")
                 .bind(now - TimeDelta::minutes(5 * r as i64))
                 .bind(datum(r))
-                .bind(format!("{:064x}", $seq * 100 + r as u64))
+                .bind(format!("{:060x}{:04x}", $seq, r))
                 .bind(false)
                 .bind(now)
                 .bind(now);

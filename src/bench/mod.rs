@@ -286,7 +286,7 @@ async fn run_in(
 ) -> anyhow::Result<Outcome> {
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
-    let keyring = Keyring::new("bench", [("bench".to_owned(), key)])?;
+    let keyring = Keyring::new("k1", [("k1".to_owned(), key)])?;
     let store = Store::open_and_migrate(
         &db.url,
         &StoreOptions {
@@ -534,6 +534,48 @@ fn write_worker_config(
     key: &[u8; 32],
     sandbox: &Sandbox,
 ) -> anyhow::Result<PathBuf> {
+    let toml = worker_config_toml(
+        url,
+        key,
+        sandbox,
+        &WorkerToml {
+            partner: PARTNER,
+            database: &format!("max_connections = {}\nbusy_timeout_ms = 30000", args.pool),
+            workers: &format!(
+                "concurrency = {}\nbatch_size = {}\npoll_interval_ms = {}\ndispatch_batch = 500",
+                args.concurrency, args.batch_size, args.poll_ms
+            ),
+            log_filter: "warn,sqlx=error",
+            partner_settings: "requests_per_second = 1000000.0\ntransfer.overlap_secs = 0",
+        },
+    )?;
+    let path = dir.join(format!("worker-{}.toml", uuid_suffix()));
+    let mut file = std::fs::File::create(&path)?;
+    file.write_all(toml.as_bytes())?;
+    Ok(path)
+}
+
+/// What differs between the worker configurations [`worker_config_toml`] writes: extra keys
+/// (TOML lines) of `[database]`, `[workers]` and the partner's table, and the log filter.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerToml<'a> {
+    /// The partner's name (its table is `[partners.<partner>]`).
+    pub partner: &'a str,
+    pub database: &'a str,
+    pub workers: &'a str,
+    pub log_filter: &'a str,
+    pub partner_settings: &'a str,
+}
+
+/// A `tributary worker` configuration against database `url` and an in-process sandbox's CGM
+/// partner: no dev secrets, a fresh JWT secret, the keyring `k1 = key`, the sandbox not
+/// mounted (the bench and `tests/processes.rs` start workers with it).
+pub fn worker_config_toml(
+    url: &str,
+    key: &[u8; 32],
+    sandbox: &Sandbox,
+    extra: &WorkerToml<'_>,
+) -> anyhow::Result<String> {
     let urls = sandbox.urls(Flavor::Cgm);
     let client = sandbox
         .config()
@@ -548,36 +590,39 @@ fn write_worker_config(
     let mut jwt = [0u8; 32];
     rand::rng().fill_bytes(&mut jwt);
     let b64 = base64::engine::general_purpose::STANDARD;
-    let toml = format!(
+    let WorkerToml {
+        partner,
+        database,
+        workers,
+        log_filter,
+        partner_settings,
+    } = extra;
+    Ok(format!(
         r#"dev_secrets = false
 
 [database]
 url = "{url}"
-max_connections = {pool}
-busy_timeout_ms = 30000
+{database}
 
 [auth]
 jwt_secret = "{jwt}"
 
 [crypto]
-active_key_id = "bench"
+active_key_id = "k1"
 [crypto.keys]
-bench = "{key}"
+k1 = "{key}"
 
 [sandbox]
 enabled = false
 
 [workers]
-concurrency = {concurrency}
-batch_size = {batch}
-poll_interval_ms = {poll}
-dispatch_batch = 500
+{workers}
 
 [log]
-filter = "warn,sqlx=error"
+filter = "{log_filter}"
 
-[partners.{PARTNER}]
-display_name = "Sandbox CGM (bench)"
+[partners.{partner}]
+display_name = "Sandbox CGM"
 kind = "dexcom"
 client_id = "{client_id}"
 client_secret = "{client_secret}"
@@ -585,31 +630,20 @@ client_auth = "{auth}"
 authorize_url = "{authorize}"
 token_url = "{token}"
 revoke_url = "{revoke}"
-redirect_url = "http://127.0.0.1:1/v1/oauth/{PARTNER}/callback"
+redirect_url = "http://127.0.0.1:1/v1/oauth/{partner}/callback"
 scopes = ["offline_access"]
 api_base_url = "{api}"
-requests_per_second = 1000000.0
-
-[partners.{PARTNER}.transfer]
-overlap_secs = 0
+{partner_settings}
 "#,
-        pool = args.pool,
         jwt = b64.encode(jwt),
         key = b64.encode(key),
-        concurrency = args.concurrency,
-        batch = args.batch_size,
-        poll = args.poll_ms,
         client_id = client.client_id,
         client_secret = client.client_secret,
         authorize = urls.authorize,
         token = urls.token,
         revoke = urls.revoke,
         api = urls.api_base,
-    );
-    let path = dir.join(format!("worker-{}.toml", uuid_suffix()));
-    let mut file = std::fs::File::create(&path)?;
-    file.write_all(toml.as_bytes())?;
-    Ok(path)
+    ))
 }
 
 /// Peak resident set size of a process, from `/proc/<pid>/status` (`VmHWM`), in MiB.
