@@ -13,13 +13,12 @@ mod helpers;
 use std::{
     io::Write,
     sync::{Arc, Mutex, OnceLock},
-    time::Duration,
 };
 
 use engine::{model::Actor, testing::TestDb};
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, test_config};
+use crate::helpers::{TestApp, eventually, test_config};
 
 engine::backend_tests!(no_secret_or_health_datum_reaches_the_logs);
 
@@ -49,20 +48,6 @@ impl Write for Sink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 async fn no_secret_or_health_datum_reaches_the_logs(db: &TestDb) {

@@ -1,7 +1,7 @@
 //! After connecting: refresh with rotation, partner-side revocation, disconnect with RFC 7009
 //! revocation at the partner (and its background retry while the partner is down).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use api::auth::Role;
 use chrono::{TimeDelta, Utc};
@@ -12,7 +12,7 @@ use serde_json::Value;
 use tributary::serve::Application;
 use workflows::RefreshOutcome;
 
-use crate::helpers::{TestApp, test_config};
+use crate::helpers::{TestApp, eventually, test_config};
 
 engine::backend_tests!(
     expiring_access_token_is_refreshed_with_rotation,
@@ -21,22 +21,6 @@ engine::backend_tests!(
     disconnect_while_partner_down_retries_in_background,
     concurrent_refreshes_make_one_token_request,
 );
-
-/// Polls `check` until it holds (the maintenance loop runs in the background) or 30 s pass.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
 
 fn has_event(events: &[Value], name: &str) -> bool {
     events.iter().any(|e| e["event"] == name)

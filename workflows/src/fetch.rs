@@ -113,7 +113,7 @@ impl Workflows {
         else {
             return Ok(FetchReport::Skipped);
         };
-        let failpoints = self.store.failpoints().clone();
+        let failpoints = self.store.failpoints();
         failpoints.hit(failpoint::FETCH_STARTED)?;
         let partner = lease.connection.partner.to_string();
         let (Some(client), Some(data)) =
