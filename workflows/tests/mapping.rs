@@ -307,6 +307,14 @@ fn one_broken_record_never_fails_the_batch() {
             "no values in reasons"
         );
     }
+    // An id the database could not store (PostgreSQL text holds no NUL) is skipped too.
+    let nul = with(&egv(), json!({"recordId": "bad\u{0}id"}));
+    let out = run(RecordKind::Egv, &[nul, good[1].clone()]);
+    assert_eq!(out.records.len(), 1);
+    assert_eq!(
+        out.skipped[0].reason,
+        "record id contains control characters"
+    );
     // A new enum value in a pump batch.
     let basal = |id: &str, delivery: &str| {
         pump(json!({"id": id, "deliveryType": delivery, "rate": 1, "duration": 1_800_000}))

@@ -166,6 +166,10 @@ impl Datum {
         if id.is_empty() || id.chars().count() > ORIGIN_ID_MAX {
             return Err("record id empty or longer than 100 characters".into());
         }
+        // PostgreSQL text cannot hold NUL; no partner id has control characters.
+        if id.chars().any(char::is_control) {
+            return Err("record id contains control characters".into());
+        }
         let datum_type = self
             .fields
             .get("type")
