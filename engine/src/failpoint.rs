@@ -14,8 +14,9 @@ use std::{
     },
 };
 
-/// The boundaries of a fetch step, in the order a run passes them. Tests iterate this list, so
-/// a new boundary is covered by the crash tests as soon as it is named here.
+/// The boundaries of a fetch step, in the order a run passes them (the last window passes
+/// `fetch.before_finish` before its commit's two points, then `fetch.finished`). Tests iterate
+/// this list, so a new boundary is covered by the crash tests as soon as it is named here.
 pub const FETCH_BOUNDARIES: &[&str] = &[
     FETCH_STARTED,
     FETCH_WINDOW_RECEIVED,
@@ -34,11 +35,13 @@ pub const FETCH_WINDOW_RECEIVED: &str = "fetch.window_received";
 pub const COMMIT_CURSOR_WRITTEN: &str = "commit.cursor_written";
 /// Inside the window's transaction: records written, not yet committed.
 pub const COMMIT_RECORDS_WRITTEN: &str = "commit.records_written";
-/// The window's transaction committed; the next window not yet requested.
+/// A window's transaction committed, the next window not yet requested. Not passed after the
+/// last window, whose commit ends the run.
 pub const FETCH_WINDOW_COMMITTED: &str = "fetch.window_committed";
-/// Every window committed; the run's end (next run, lease release) not yet written.
+/// The last window received and mapped, every earlier window committed; the last window's
+/// transaction, which also ends the run (next run, lease release), not yet begun.
 pub const FETCH_BEFORE_FINISH: &str = "fetch.before_finish";
-/// The run's end is written; the job not yet acknowledged.
+/// The last window and the run's end are committed; the job not yet acknowledged.
 pub const FETCH_FINISHED: &str = "fetch.finished";
 
 /// A step stopped at a failpoint.

@@ -7,10 +7,11 @@ use engine::{
     StoreError,
     clock::ManualClock,
     ids::{PartnerName, UserId},
+    model::MappedRecord,
     model::{Actor, Change, ErrorInfo, FailureCount, NewAuthorization, TokenSet},
     secret::SecretString,
     state::{Event, State},
-    store::{AuthorizationRejected, Store},
+    store::{AuthorizationRejected, Chunk, Store, SyncLease},
     testing::TestDb,
 };
 
@@ -27,6 +28,8 @@ engine::backend_tests!(
     disconnect_queues_partner_revocation_and_journals_outcome,
     counters_and_cursor_round_trip,
     migrations_twice_are_a_noop,
+    concurrent_transfers_group_commit_each_to_its_own_row,
+    a_failing_write_fails_only_its_own_transfer,
 );
 
 fn user(s: &str) -> UserId {
@@ -517,6 +520,189 @@ async fn migrations_twice_are_a_noop(db: &TestDb) {
     let again = db.store().await;
     again.migrate().await.unwrap();
     assert_eq!(again.get(conn.id).await.unwrap(), conn);
+}
+
+const LEASE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `n` records of connection `i` (ids unique per connection, shared across connections).
+fn records(i: usize, n: usize) -> Vec<MappedRecord> {
+    (0..n)
+        .map(|k| {
+            let time = Utc::now() - TimeDelta::minutes(5 * k as i64);
+            MappedRecord {
+                partner_record_id: format!("r{k}"),
+                datum_type: "cbg".to_owned(),
+                time,
+                retired: false,
+                datum: serde_json::json!({"type": "cbg", "value": i * 100 + k, "note": "a \"quoted\" ✓"}),
+            }
+        })
+        .collect()
+}
+
+/// `n` active connections, all due and claimed, their transfers started concurrently.
+async fn started(store: &Store, prefix: &str, n: usize) -> Vec<SyncLease> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(active(store, &format!("{prefix}{i}"), "a", "r").await.id);
+    }
+    let claimed = store.claim_due(1000, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), n, "every new connection is due at once");
+    let starts = claimed.iter().map(|c| {
+        let store = store.clone();
+        let c = c.clone();
+        tokio::spawn(async move { store.start_sync(c.id, c.version, LEASE).await })
+    });
+    let mut leases: Vec<SyncLease> = futures::future::join_all(starts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap().expect("started"))
+        .collect();
+    leases.sort_by_key(|l| ids.iter().position(|id| *id == l.connection.id));
+    leases
+}
+
+async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
+    let store = db.store().await;
+    let mut leases = started(&store, "g", 24).await;
+    // A duplicated job starts nothing: its connection's lease is taken.
+    let first = leases[0].connection.clone();
+    assert!(
+        store
+            .start_sync(first.id, first.version, LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Connection 5 is disconnected mid-transfer: its commit must write nothing.
+    let gone = leases[5].connection.clone();
+    store
+        .apply(
+            gone.id,
+            None,
+            Change::new(Event::Disconnect, Actor::new("user", "g5")),
+        )
+        .await
+        .unwrap();
+    // Whole seconds: PostgreSQL keeps microseconds.
+    let next = chrono::SubsecRound::trunc_subsecs(Utc::now() + TimeDelta::hours(1), 0);
+    let commits = leases.iter_mut().enumerate().map(|(i, lease)| {
+        let store = store.clone();
+        let mut lease = lease.clone();
+        tokio::spawn(async move {
+            let through = Utc::now();
+            let chunk = Chunk {
+                records: records(i, i % 5 + 1),
+                skipped: (i % 2) as u64,
+            };
+            store
+                .commit_last_chunk(&mut lease, chunk, through, next)
+                .await
+        })
+    });
+    let results = futures::future::join_all(commits).await;
+    for (i, (result, lease)) in results.into_iter().zip(&leases).enumerate() {
+        let id = lease.connection.id;
+        let stored = store.record_ids(id, true).await.unwrap();
+        if i == 5 {
+            assert!(
+                matches!(result.unwrap(), Err(StoreError::LeaseLost)),
+                "lost lease"
+            );
+            assert!(stored.is_empty(), "a lost lease writes nothing");
+            continue;
+        }
+        let (stats, connection) = result.unwrap().unwrap();
+        let want: Vec<String> = (0..i % 5 + 1).map(|k| format!("r{k}")).collect();
+        assert_eq!(stats.inserted, want.len() as u64, "connection {i}");
+        assert_eq!(stored, want, "connection {i} holds exactly its records");
+        assert_eq!(connection.next_sync_at, Some(next));
+        assert!(connection.last_sync_at.is_some());
+        assert_eq!(connection.records_skipped, (i % 2) as u64);
+        let data = store
+            .records(&engine::store::RecordQuery {
+                user: user(&format!("g{i}")),
+                datum_type: None,
+                start: None,
+                end: None,
+                after: None,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        assert!(
+            data.iter()
+                .all(|r| r.datum["value"].as_u64().unwrap() / 100 == i as u64
+                    && r.datum["note"] == "a \"quoted\" ✓"),
+            "connection {i}'s data are its own, stored as sent"
+        );
+    }
+    // The run ended with its commit: the lease is released, so a new claim can take it later.
+    assert!(
+        store
+            .start_sync(first.id, first.version, LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A write the database refuses (a trigger stands in for any per-row failure) fails the
+/// transfer it belongs to and no other, whichever group it was committed in.
+async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
+    let store = db.store().await;
+    let poison = match store.backend() {
+        engine::store::Backend::Sqlite => vec![
+            "CREATE TRIGGER poison BEFORE INSERT ON data_records \
+             WHEN NEW.partner_record_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        ],
+        engine::store::Backend::Postgres => vec![
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.partner_record_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER poison BEFORE INSERT ON data_records \
+             FOR EACH ROW EXECUTE FUNCTION poison()",
+        ],
+    };
+    for sql in poison {
+        use sea_orm::ConnectionTrait;
+        store.db().execute_unprepared(sql).await.unwrap();
+    }
+    let leases = started(&store, "p", 12).await;
+    let next = Utc::now() + TimeDelta::hours(1);
+    let commits = leases.iter().enumerate().map(|(i, lease)| {
+        let store = store.clone();
+        let mut lease = lease.clone();
+        tokio::spawn(async move {
+            let mut records = records(i, 3);
+            if i == 7 {
+                records[1].partner_record_id = "poison".to_owned();
+            }
+            store
+                .commit_last_chunk(&mut lease, records.into(), Utc::now(), next)
+                .await
+        })
+    });
+    let results = futures::future::join_all(commits).await;
+    for (i, (result, lease)) in results.into_iter().zip(&leases).enumerate() {
+        let id = lease.connection.id;
+        let stored = store.record_ids(id, true).await.unwrap();
+        let now = store.get(id).await.unwrap();
+        if i == 7 {
+            let err = result.unwrap().unwrap_err();
+            assert!(matches!(err, StoreError::Db(_)), "{err:?}");
+            assert!(
+                stored.is_empty(),
+                "nothing of the failed transfer is written"
+            );
+            assert_eq!(now.fetched_through, None, "its cursor did not move");
+            assert_eq!(now.last_sync_at, None, "its run did not end");
+        } else {
+            result.unwrap().unwrap();
+            assert_eq!(stored, ["r0", "r1", "r2"], "connection {i}");
+            assert!(now.last_sync_at.is_some());
+        }
+    }
 }
 
 trait NowPlus {

@@ -154,6 +154,7 @@ impl Workflows {
         let mut totals = ChunkStatsReport::default();
         loop {
             let to = (from + data.max_window()).min(now);
+            let last = to >= now;
             match data.fetch_window(&token, from, to).await {
                 Ok(raw) => {
                     let mapped = map_records(&ctx, &raw);
@@ -163,17 +164,35 @@ impl Workflows {
                     if skipped > 0 {
                         tracing::warn!(connection = %id, skipped, "records the mapping could not understand were skipped");
                     }
+                    let chunk = Chunk {
+                        records: mapped.records,
+                        skipped: skipped as u64,
+                    };
+                    if last {
+                        // The last window's commit also ends the run: one transaction.
+                        let next_sync_at =
+                            policy.next_sync(self.store.clock().now(), &mut rand::rng());
+                        failpoints.hit(failpoint::FETCH_BEFORE_FINISH)?;
+                        return match self
+                            .store
+                            .commit_last_chunk(&mut lease, chunk, to, next_sync_at)
+                            .await
+                        {
+                            Ok((stats, _)) => {
+                                totals.add(stats, skipped);
+                                failpoints.hit(failpoint::FETCH_FINISHED)?;
+                                Ok(FetchReport::Completed {
+                                    windows: windows + 1,
+                                    stats: totals,
+                                })
+                            }
+                            Err(StoreError::LeaseLost) => Ok(FetchReport::LeaseLost),
+                            Err(err) => Err(err.into()),
+                        };
+                    }
                     match self
                         .store
-                        .commit_chunk(
-                            &mut lease,
-                            Chunk {
-                                records: mapped.records,
-                                skipped: skipped as u64,
-                            },
-                            to,
-                            settings.fetch_lease,
-                        )
+                        .commit_chunk(&mut lease, chunk, to, settings.fetch_lease)
                         .await
                     {
                         Ok(stats) => {
@@ -197,11 +216,9 @@ impl Workflows {
                 }
                 Err(err) => return self.fetch_failed(&lease, err, &policy, &transfer).await,
             }
-            if to >= now {
-                break;
-            }
             from = to;
             if started.elapsed() >= settings.max_run {
+                // A long backfill yields: due again at once, behind whatever else is due.
                 let next = self.store.clock().now();
                 failpoints.hit(failpoint::FETCH_BEFORE_FINISH)?;
                 self.store
@@ -213,20 +230,6 @@ impl Workflows {
                     stats: totals,
                 });
             }
-        }
-        let next_sync_at = policy.next_sync(self.store.clock().now(), &mut rand::rng());
-        failpoints.hit(failpoint::FETCH_BEFORE_FINISH)?;
-        let finished = self
-            .store
-            .finish_sync(&lease, SyncEnd::Completed { next_sync_at })
-            .await?;
-        failpoints.hit(failpoint::FETCH_FINISHED)?;
-        match finished {
-            Some(_) => Ok(FetchReport::Completed {
-                windows,
-                stats: totals,
-            }),
-            None => Ok(FetchReport::LeaseLost),
         }
     }
 

@@ -12,6 +12,7 @@ mod alerts;
 mod authorizations;
 mod connections;
 pub mod entities;
+mod group;
 mod revocations;
 mod sync;
 
@@ -109,6 +110,7 @@ pub struct Store {
     keyring: Arc<Keyring>,
     clock: SharedClock,
     failpoints: Failpoints,
+    groups: Arc<sync::Groups>,
 }
 
 impl std::fmt::Debug for Store {
@@ -161,9 +163,11 @@ impl Store {
             )
             .into());
         };
+        let groups = Arc::new(sync::Groups::new(db.get_database_backend()));
         Ok(Self {
             db,
             pool,
+            groups,
             keyring: Arc::new(keyring),
             clock: Arc::new(SystemClock),
             failpoints: Failpoints::default(),

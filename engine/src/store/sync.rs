@@ -6,24 +6,35 @@
 //!    cleared (`FOR UPDATE SKIP LOCKED` on PostgreSQL so dispatchers never block each other).
 //! 2. The job's worker starts the transfer by swapping a fresh token in, only if the version is
 //!    the job's, the state is active and no token is set: a duplicate job finds the token taken.
-//! 3. Every chunk commit checks the token and extends the lease; the finish releases it.
+//! 3. Every chunk commit checks the token and extends the lease; the last chunk's commit (or,
+//!    for a run that yields or fails, a separate finish) ends the run and releases it.
 //!    A crash anywhere leaves a lease that expires, and the connection is claimed again: the
 //!    repair bound is the lease length.
+//!
+//! Starts and chunk commits of concurrent transfers are group-committed (`group.rs`): one
+//! statement starts a group of transfers, one transaction commits a group of chunks. Each
+//! transfer's lease is still checked on its own row, and one whose lease was lost writes
+//! nothing, whatever the rest of its group does.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
     sea_query::{Expr, ExprTrait as _, OnConflict},
 };
 use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
 
 use super::{
     Result, Store, StoreError,
     entities::{connection, data_record},
+    group::GroupCommit,
 };
 use crate::{
     failpoint,
@@ -139,29 +150,31 @@ impl Store {
 
     /// Starts a claimed transfer. `None`: the job is stale (version moved, no longer active,
     /// claim expired) or another worker already started it — do nothing.
+    ///
+    /// Concurrent starts share one `UPDATE … RETURNING` (group commit, `group.rs`).
     pub async fn start_sync(
         &self,
         id: ConnectionId,
         version: i64,
         lease: Duration,
     ) -> Result<Option<SyncLease>> {
-        let now = self.clock.now();
-        let token = uuid::Uuid::new_v4().to_string();
-        // One round trip: take the lease and read the row (with its sealed tokens) back.
-        let rows = connection::Entity::update_many()
-            .set(connection::ActiveModel {
-                sync_lease_token: Set(Some(token.clone())),
-                sync_lease_until: Set(Some(now + lease_delta(lease))),
-                ..Default::default()
+        let (reply, answer) = oneshot::channel();
+        let request = StartRequest {
+            id: id.to_string(),
+            version,
+            lease,
+            reply,
+        };
+        let store = self.clone();
+        let started = self
+            .groups
+            .starts
+            .submit(request, answer, move |group| {
+                store.clone().start_group(group)
             })
-            .filter(connection::Column::Id.eq(id.to_string()))
-            .filter(connection::Column::Version.eq(version))
-            .filter(connection::Column::State.eq(State::Active.as_str()))
-            .filter(connection::Column::SyncLeaseToken.is_null())
-            .filter(connection::Column::SyncLeaseUntil.gt(now))
-            .exec_with_returning(&self.db)
-            .await?;
-        let Some(row) = rows.into_iter().next() else {
+            .await
+            .ok_or_else(group_failed)??;
+        let Some((row, token)) = started else {
             return Ok(None);
         };
         let tokens = self.decrypt_tokens(&row)?;
@@ -170,6 +183,58 @@ impl Store {
             tokens,
             token,
         }))
+    }
+
+    /// One statement per lease length (in practice one): takes the lease of every requested
+    /// connection that is still claimable at the requested version, and reads the rows back.
+    /// Two requests for one connection (a duplicated job) match one row: one of them wins.
+    async fn start_group(self, group: Vec<StartRequest>) {
+        let now = self.clock.now();
+        let mut by_lease: BTreeMap<Duration, Vec<StartRequest>> = BTreeMap::new();
+        for request in group {
+            by_lease.entry(request.lease).or_default().push(request);
+        }
+        for (lease, requests) in by_lease {
+            let token = uuid::Uuid::new_v4().to_string();
+            let mut wanted = Condition::any();
+            for r in &requests {
+                wanted = wanted.add(
+                    Condition::all()
+                        .add(connection::Column::Id.eq(r.id.as_str()))
+                        .add(connection::Column::Version.eq(r.version)),
+                );
+            }
+            let result = connection::Entity::update_many()
+                .set(connection::ActiveModel {
+                    sync_lease_token: Set(Some(token.clone())),
+                    sync_lease_until: Set(Some(now + lease_delta(lease))),
+                    ..Default::default()
+                })
+                .filter(wanted)
+                .filter(connection::Column::State.eq(State::Active.as_str()))
+                .filter(connection::Column::SyncLeaseToken.is_null())
+                .filter(connection::Column::SyncLeaseUntil.gt(now))
+                .exec_with_returning(&self.db)
+                .await;
+            match result {
+                Ok(rows) => {
+                    let mut rows: HashMap<String, connection::Model> =
+                        rows.into_iter().map(|row| (row.id.clone(), row)).collect();
+                    for r in requests {
+                        let row = rows.remove(&r.id).map(|row| (row, token.clone()));
+                        let _ = r.reply.send(Ok(row));
+                    }
+                }
+                Err(err) => {
+                    let message = err.to_string();
+                    for r in requests {
+                        let _ = r
+                            .reply
+                            .send(Err(StoreError::Db(DbErr::Custom(message.clone()))));
+                    }
+                }
+            }
+        }
     }
 
     /// Re-reads the leased connection and its tokens (after an inline refresh changed them).
@@ -193,73 +258,63 @@ impl Store {
         fetched_through: DateTime<Utc>,
         extend: Duration,
     ) -> Result<ChunkStats> {
-        let (store, mut owned) = (self.clone(), lease.clone());
-        let (owned, stats) = super::connections::detached(async move {
-            let stats = store
-                .commit_chunk_now(&mut owned, chunk, fetched_through, extend)
-                .await;
-            Ok((owned, stats))
-        })
-        .await?;
-        *lease = owned;
-        stats
+        self.commit(lease, chunk, fetched_through, Tail::Extend(extend))
+            .await
+            .map(|(stats, _)| stats)
     }
 
-    async fn commit_chunk_now(
+    /// The last chunk of a transfer: stores it, advances the cursor and ends the transfer as
+    /// completed ([`SyncEnd::Completed`]: streak cleared, next run planned, lease released),
+    /// all in one transaction. Returns the connection as it now is. `LeaseLost`: nothing
+    /// written.
+    pub async fn commit_last_chunk(
+        &self,
+        lease: &mut SyncLease,
+        chunk: Chunk,
+        fetched_through: DateTime<Utc>,
+        next_sync_at: DateTime<Utc>,
+    ) -> Result<(ChunkStats, Connection)> {
+        let (stats, row) = self
+            .commit(lease, chunk, fetched_through, Tail::Finish(next_sync_at))
+            .await?;
+        let row = row.ok_or_else(|| StoreError::Corrupt("finished row not returned".into()))?;
+        Ok((stats, super::connections::to_domain(row)?))
+    }
+
+    /// Prepares the chunk here (on the caller's task: serialising and hashing run in parallel
+    /// across transfers) and commits it with whatever other transfers are committing now
+    /// (group commit, `group.rs`).
+    async fn commit(
         &self,
         lease: &mut SyncLease,
         Chunk { records, skipped }: Chunk,
         fetched_through: DateTime<Utc>,
-        extend: Duration,
-    ) -> Result<ChunkStats> {
-        let now = self.clock.now();
-        let id = lease.connection.id.to_string();
-        let txn = self.db.begin().await?;
-        let mut cursor = connection::ActiveModel {
-            fetched_through: Set(Some(fetched_through)),
-            sync_lease_until: Set(Some(now + lease_delta(extend))),
-            ..Default::default()
-        };
+        tail: Tail,
+    ) -> Result<(ChunkStats, Option<connection::Model>)> {
         let newest = records.iter().filter(|r| !r.retired).map(|r| r.time).max();
         let oldest = records.iter().filter(|r| !r.retired).map(|r| r.time).min();
-        if let Some(newest) = newest
-            && lease.connection.latest_data_time.is_none_or(|t| newest > t)
-        {
-            cursor.latest_data_time = Set(Some(newest));
-        }
-        if let Some(oldest) = oldest
-            && lease
-                .connection
-                .earliest_data_time
-                .is_none_or(|t| oldest < t)
-        {
-            cursor.earliest_data_time = Set(Some(oldest));
-        }
-        // The lease check is the first write: it takes the row (and on SQLite the database)
-        // lock, so the records below are written only by the lease holder.
-        let mut held = connection::Entity::update_many().set(cursor);
-        if skipped > 0 {
-            held = held.col_expr(
-                connection::Column::RecordsSkipped,
-                Expr::col(connection::Column::RecordsSkipped)
-                    .add(i64::try_from(skipped).unwrap_or(i64::MAX)),
-            );
-        }
-        let held = held
-            .filter(connection::Column::Id.eq(id.as_str()))
-            .filter(connection::Column::SyncLeaseToken.eq(lease.token.as_str()))
-            .filter(connection::Column::State.eq(State::Active.as_str()))
-            .exec(&txn)
-            .await?;
-        if held.rows_affected != 1 {
-            txn.rollback().await?;
-            return Err(StoreError::LeaseLost);
-        }
-        self.failpoints.hit(failpoint::COMMIT_CURSOR_WRITTEN)?;
-        let stats =
-            upsert_records(&txn, &id, lease.connection.user_id.as_str(), records, now).await?;
-        self.failpoints.hit(failpoint::COMMIT_RECORDS_WRITTEN)?;
-        txn.commit().await?;
+        let (reply, answer) = oneshot::channel();
+        let request = CommitRequest {
+            id: lease.connection.id.to_string(),
+            user_id: lease.connection.user_id.to_string(),
+            token: lease.token.clone(),
+            records: prepare(records),
+            skipped,
+            fetched_through,
+            newest: newest.filter(|n| lease.connection.latest_data_time.is_none_or(|t| *n > t)),
+            oldest: oldest.filter(|o| lease.connection.earliest_data_time.is_none_or(|t| *o < t)),
+            tail,
+            reply,
+        };
+        let store = self.clone();
+        let committed = self
+            .groups
+            .commits
+            .submit(request, answer, move |group| {
+                store.clone().commit_group(group)
+            })
+            .await
+            .ok_or_else(group_failed)??;
         lease.connection.fetched_through = Some(fetched_through);
         lease.connection.records_skipped += skipped;
         if let Some(newest) = newest {
@@ -278,7 +333,121 @@ impl Store {
                     .map_or(oldest, |t| Ord::min(t, oldest)),
             );
         }
-        Ok(stats)
+        Ok(committed)
+    }
+
+    /// Commits a group in one transaction and answers each request. If the transaction fails
+    /// (not a failpoint: that is a crash), each request is retried alone, so one connection's
+    /// bad write cannot fail the others'.
+    async fn commit_group(self, mut group: Vec<CommitRequest>) {
+        // Row locks in one order across groups.
+        group.sort_by(|a, b| a.id.cmp(&b.id));
+        match self.commit_txn(&group).await {
+            Ok(results) => {
+                for (request, result) in group.into_iter().zip(results) {
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(err) if group.len() > 1 && !matches!(err, StoreError::Injected(_)) => {
+                tracing::warn!(error = %err, size = group.len(), "group commit failed; committing its transfers one by one");
+                for request in group {
+                    let result = match self.commit_txn(std::slice::from_ref(&request)).await {
+                        Ok(mut results) => results.pop().unwrap_or(Err(StoreError::LeaseLost)),
+                        Err(err) => Err(err),
+                    };
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(err) => {
+                // The first request gets the error itself (a failpoint stays a failpoint); the
+                // others, who shared the rolled-back transaction, its message.
+                let message = err.to_string();
+                let mut err = Some(err);
+                for request in group {
+                    let err = err
+                        .take()
+                        .unwrap_or_else(|| StoreError::Db(DbErr::Custom(message.clone())));
+                    let _ = request.reply.send(Err(err));
+                }
+            }
+        }
+    }
+
+    /// One transaction: each request's lease check and cursor advance (and, for a last chunk,
+    /// the run's end), then the records of those whose lease held. A request whose lease was
+    /// lost writes nothing and gets `LeaseLost`.
+    async fn commit_txn(
+        &self,
+        group: &[CommitRequest],
+    ) -> Result<Vec<Result<(ChunkStats, Option<connection::Model>)>>> {
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        // `None`: lease lost; `Some(row)`: held (the row when the run ended with it).
+        let mut held: Vec<Option<Option<connection::Model>>> = Vec::with_capacity(group.len());
+        for r in group {
+            let mut update = connection::ActiveModel {
+                fetched_through: Set(Some(r.fetched_through)),
+                ..Default::default()
+            };
+            if let Some(newest) = r.newest {
+                update.latest_data_time = Set(Some(newest));
+            }
+            if let Some(oldest) = r.oldest {
+                update.earliest_data_time = Set(Some(oldest));
+            }
+            match r.tail {
+                Tail::Extend(extend) => {
+                    update.sync_lease_until = Set(Some(now + lease_delta(extend)));
+                }
+                Tail::Finish(next_sync_at) => {
+                    completed(&mut update, next_sync_at, now);
+                }
+            }
+            // The lease check is the first write: it takes the row (and on SQLite the
+            // database) lock, so the records below are written only by the lease holder.
+            let mut held_by_us = connection::Entity::update_many().set(update);
+            if r.skipped > 0 {
+                held_by_us = held_by_us.col_expr(
+                    connection::Column::RecordsSkipped,
+                    Expr::col(connection::Column::RecordsSkipped)
+                        .add(i64::try_from(r.skipped).unwrap_or(i64::MAX)),
+                );
+            }
+            let held_by_us = held_by_us
+                .filter(connection::Column::Id.eq(r.id.as_str()))
+                .filter(connection::Column::SyncLeaseToken.eq(r.token.as_str()))
+                .filter(connection::Column::State.eq(State::Active.as_str()));
+            held.push(match r.tail {
+                Tail::Extend(_) => {
+                    let result = held_by_us.exec(&txn).await?;
+                    (result.rows_affected == 1).then_some(None)
+                }
+                Tail::Finish(_) => held_by_us
+                    .exec_with_returning(&txn)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(Some),
+            });
+        }
+        self.failpoints.hit(failpoint::COMMIT_CURSOR_WRITTEN)?;
+        let writes: Vec<Writes<'_>> = group
+            .iter()
+            .zip(&held)
+            .map(|(r, held)| Writes {
+                connection_id: &r.id,
+                user_id: &r.user_id,
+                records: if held.is_some() { &r.records } else { &[] },
+            })
+            .collect();
+        let stats = upsert_records(&txn, self.backend(), &writes, now).await?;
+        self.failpoints.hit(failpoint::COMMIT_RECORDS_WRITTEN)?;
+        txn.commit().await?;
+        Ok(held
+            .into_iter()
+            .zip(stats)
+            .map(|(held, stats)| held.map(|row| (stats, row)).ok_or(StoreError::LeaseLost))
+            .collect())
     }
 
     /// Ends a transfer and releases the lease. Returns the connection as it now is (`None` if
@@ -291,14 +460,7 @@ impl Store {
             ..Default::default()
         };
         match &end {
-            SyncEnd::Completed { next_sync_at } => {
-                update.next_sync_at = Set(Some(*next_sync_at));
-                update.last_sync_at = Set(Some(now));
-                update.failure_count = Set(0);
-                update.failing_since = Set(None);
-                update.last_error_code = Set(None);
-                update.last_error = Set(None);
-            }
+            SyncEnd::Completed { next_sync_at } => completed(&mut update, *next_sync_at, now),
             SyncEnd::Yielded { next_sync_at } => {
                 update.next_sync_at = Set(Some(*next_sync_at));
                 update.last_sync_at = Set(Some(now));
@@ -467,97 +629,242 @@ pub struct RecordQuery {
     pub limit: u64,
 }
 
-fn datum_hash(record: &MappedRecord) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(record.datum.to_string().as_bytes());
-    hasher.update([u8::from(record.retired)]);
-    hex::encode(hasher.finalize())
+/// A transfer start waiting for its group.
+pub(super) struct StartRequest {
+    id: String,
+    version: i64,
+    lease: Duration,
+    reply: oneshot::Sender<Result<Option<(connection::Model, String)>>>,
 }
 
-/// Inserts new records, updates changed ones (partner corrections, deletions), leaves
-/// unchanged ones alone, and counts each.
-async fn upsert_records(
-    txn: &DatabaseTransaction,
-    connection_id: &str,
-    user_id: &str,
-    records: Vec<MappedRecord>,
+/// A chunk commit waiting for its group.
+pub(super) struct CommitRequest {
+    id: String,
+    user_id: String,
+    token: String,
+    records: Vec<Prepared>,
+    skipped: u64,
+    fetched_through: DateTime<Utc>,
+    /// The chunk's newest/oldest live record time, where it moves the connection's bounds.
+    newest: Option<DateTime<Utc>>,
+    oldest: Option<DateTime<Utc>>,
+    tail: Tail,
+    reply: oneshot::Sender<Result<(ChunkStats, Option<connection::Model>)>>,
+}
+
+/// What a chunk commit does to the lease.
+#[derive(Debug, Clone, Copy)]
+enum Tail {
+    /// More chunks follow: extend the lease by this much.
+    Extend(Duration),
+    /// The last chunk: the run completes, next run at this time.
+    Finish(DateTime<Utc>),
+}
+
+/// The group-commit queues of one store (shared by its clones).
+pub(super) struct Groups {
+    starts: GroupCommit<StartRequest>,
+    commits: GroupCommit<CommitRequest>,
+}
+
+impl Groups {
+    /// At most 64 transfers per group; two groups at a time on PostgreSQL (one builds while
+    /// the other commits), one on SQLite (one writer).
+    pub(super) fn new(backend: DbBackend) -> Self {
+        let slots = if backend == DbBackend::Postgres { 2 } else { 1 };
+        Self {
+            starts: GroupCommit::new(slots, 64),
+            commits: GroupCommit::new(slots, 64),
+        }
+    }
+}
+
+fn group_failed() -> StoreError {
+    StoreError::Corrupt("the storage task running this commit failed".to_owned())
+}
+
+/// The columns a completed run writes: failure streak cleared, next run planned, lease
+/// released, `last_sync_at` set.
+fn completed(
+    update: &mut connection::ActiveModel,
+    next_sync_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<ChunkStats> {
-    let mut stats = ChunkStats::default();
-    // The same partner record twice in one chunk (overlapping windows): the last one wins.
-    let mut unique: std::collections::BTreeMap<String, MappedRecord> = Default::default();
+) {
+    update.sync_lease_token = Set(None);
+    update.sync_lease_until = Set(None);
+    update.next_sync_at = Set(Some(next_sync_at));
+    update.last_sync_at = Set(Some(now));
+    update.failure_count = Set(0);
+    update.failing_since = Set(None);
+    update.last_error_code = Set(None);
+    update.last_error = Set(None);
+}
+
+/// A mapped record ready to store: the datum serialised once, for both its hash and the row.
+#[derive(Debug, Clone)]
+struct Prepared {
+    partner_record_id: String,
+    datum_type: String,
+    time: DateTime<Utc>,
+    retired: bool,
+    datum: String,
+    hash: String,
+}
+
+/// Deduplicates a chunk by partner record id (overlapping windows: the last one wins) and
+/// serialises and hashes each datum.
+fn prepare(records: Vec<MappedRecord>) -> Vec<Prepared> {
+    let mut unique: BTreeMap<String, MappedRecord> = BTreeMap::new();
     for record in records {
         unique.insert(record.partner_record_id.clone(), record);
     }
-    let mut rest: Vec<MappedRecord> = unique.into_values().collect();
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(500));
-        let chunk = std::mem::replace(&mut rest, tail);
-        let ids: Vec<&str> = chunk.iter().map(|r| r.partner_record_id.as_str()).collect();
-        let existing: std::collections::HashMap<String, String> = data_record::Entity::find()
+    unique
+        .into_values()
+        .map(|record| {
+            let datum = record.datum.to_string();
+            let mut hasher = Sha256::new();
+            hasher.update(datum.as_bytes());
+            hasher.update([u8::from(record.retired)]);
+            Prepared {
+                partner_record_id: record.partner_record_id,
+                datum_type: record.datum_type,
+                time: record.time,
+                retired: record.retired,
+                datum,
+                hash: hex::encode(hasher.finalize()),
+            }
+        })
+        .collect()
+}
+
+/// One connection's records in a group commit.
+struct Writes<'a> {
+    connection_id: &'a str,
+    user_id: &'a str,
+    records: &'a [Prepared],
+}
+
+/// Rows per statement: 10 values per inserted row stays far below both backends' limits.
+const UPSERT_ROWS: usize = 500;
+
+/// Inserts new records, updates changed ones (partner corrections, deletions), leaves
+/// unchanged ones alone, and counts each, per connection: one lookup and one insert per 500
+/// records across the whole group.
+async fn upsert_records(
+    txn: &DatabaseTransaction,
+    backend: super::Backend,
+    writes: &[Writes<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<ChunkStats>> {
+    let mut stats = vec![ChunkStats::default(); writes.len()];
+    let all: Vec<(usize, &Prepared)> = writes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| w.records.iter().map(move |r| (i, r)))
+        .collect();
+    // The datum column is `json` on PostgreSQL (a text parameter needs a cast), text on SQLite.
+    let datum = |json: &str| -> Expr {
+        match backend {
+            super::Backend::Postgres => Expr::val(json).cast_as("json"),
+            super::Backend::Sqlite => Expr::val(json),
+        }
+    };
+    for slice in all.chunks(UPSERT_ROWS) {
+        let mut lookup = Condition::any();
+        let mut by_connection: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+        for (i, r) in slice {
+            by_connection
+                .entry(*i)
+                .or_default()
+                .push(r.partner_record_id.as_str());
+        }
+        for (i, ids) in by_connection {
+            lookup = lookup.add(
+                Condition::all()
+                    .add(data_record::Column::ConnectionId.eq(writes[i].connection_id))
+                    .add(data_record::Column::PartnerRecordId.is_in(ids)),
+            );
+        }
+        let existing: HashMap<(String, String), String> = data_record::Entity::find()
             .select_only()
+            .column(data_record::Column::ConnectionId)
             .column(data_record::Column::PartnerRecordId)
             .column(data_record::Column::DatumHash)
-            .filter(data_record::Column::ConnectionId.eq(connection_id))
-            .filter(data_record::Column::PartnerRecordId.is_in(ids))
-            .into_tuple::<(String, String)>()
+            .filter(lookup)
+            .into_tuple::<(String, String, String)>()
             .all(txn)
             .await?
             .into_iter()
+            .map(|(c, r, h)| ((c, r), h))
             .collect();
-        let mut inserts = Vec::new();
-        for record in chunk {
-            let hash = datum_hash(&record);
-            match existing.get(&record.partner_record_id) {
-                None => inserts.push(data_record::ActiveModel {
-                    connection_id: Set(connection_id.to_owned()),
-                    partner_record_id: Set(record.partner_record_id),
-                    user_id: Set(user_id.to_owned()),
-                    datum_type: Set(record.datum_type),
-                    time: Set(record.time),
-                    datum: Set(record.datum),
-                    datum_hash: Set(hash),
-                    retired: Set(record.retired),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                }),
-                Some(stored) if *stored == hash => stats.unchanged += 1,
+        let mut insert = sea_orm::sea_query::Query::insert();
+        insert
+            .into_table(data_record::Entity)
+            .columns([
+                data_record::Column::ConnectionId,
+                data_record::Column::PartnerRecordId,
+                data_record::Column::UserId,
+                data_record::Column::DatumType,
+                data_record::Column::Time,
+                data_record::Column::Datum,
+                data_record::Column::DatumHash,
+                data_record::Column::Retired,
+                data_record::Column::CreatedAt,
+                data_record::Column::UpdatedAt,
+            ])
+            .on_conflict(
+                OnConflict::columns([
+                    data_record::Column::ConnectionId,
+                    data_record::Column::PartnerRecordId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            );
+        let mut inserts = 0;
+        for (i, r) in slice {
+            let w = &writes[*i];
+            let key = (w.connection_id.to_owned(), r.partner_record_id.clone());
+            match existing.get(&key) {
+                None => {
+                    insert.values_panic([
+                        Expr::val(w.connection_id),
+                        Expr::val(r.partner_record_id.as_str()),
+                        Expr::val(w.user_id),
+                        Expr::val(r.datum_type.as_str()),
+                        Expr::val(r.time),
+                        datum(&r.datum),
+                        Expr::val(r.hash.as_str()),
+                        Expr::val(r.retired),
+                        Expr::val(now),
+                        Expr::val(now),
+                    ]);
+                    inserts += 1;
+                    stats[*i].inserted += 1;
+                }
+                Some(stored) if *stored == r.hash => stats[*i].unchanged += 1,
                 Some(_) => {
                     data_record::Entity::update_many()
-                        .set(data_record::ActiveModel {
-                            datum_type: Set(record.datum_type),
-                            time: Set(record.time),
-                            datum: Set(record.datum),
-                            datum_hash: Set(hash),
-                            retired: Set(record.retired),
-                            updated_at: Set(now),
-                            ..Default::default()
-                        })
-                        .filter(data_record::Column::ConnectionId.eq(connection_id))
+                        .col_expr(
+                            data_record::Column::DatumType,
+                            Expr::val(r.datum_type.as_str()),
+                        )
+                        .col_expr(data_record::Column::Time, Expr::val(r.time))
+                        .col_expr(data_record::Column::Datum, datum(&r.datum))
+                        .col_expr(data_record::Column::DatumHash, Expr::val(r.hash.as_str()))
+                        .col_expr(data_record::Column::Retired, Expr::val(r.retired))
+                        .col_expr(data_record::Column::UpdatedAt, Expr::val(now))
+                        .filter(data_record::Column::ConnectionId.eq(w.connection_id))
                         .filter(
-                            data_record::Column::PartnerRecordId
-                                .eq(record.partner_record_id.as_str()),
+                            data_record::Column::PartnerRecordId.eq(r.partner_record_id.as_str()),
                         )
                         .exec(txn)
                         .await?;
-                    stats.updated += 1;
+                    stats[*i].updated += 1;
                 }
             }
         }
-        if !inserts.is_empty() {
-            let count = inserts.len() as u64;
-            data_record::Entity::insert_many(inserts)
-                .on_conflict(
-                    OnConflict::columns([
-                        data_record::Column::ConnectionId,
-                        data_record::Column::PartnerRecordId,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
-                )
-                .exec_without_returning(txn)
-                .await?;
-            stats.inserted += count;
+        if inserts > 0 {
+            txn.execute(&insert).await?;
         }
     }
     Ok(stats)
