@@ -22,6 +22,8 @@ use crate::{Workflows, fetch::FetchReport};
 /// this they cost little (BENCHMARKS.md).
 const JOB_PURGE_INTERVAL: Duration = Duration::from_secs(2);
 const JOB_RETENTION: Duration = Duration::from_secs(1);
+/// Every this many purges (10 s), the job table is vacuumed (`JobQueue::vacuum`).
+const JOB_VACUUM_EVERY: u64 = 5;
 
 /// The background side of a process: dispatcher, step workers (fetch, refresh, revoke),
 /// housekeeping.
@@ -72,9 +74,14 @@ impl Workers {
             let queue = queue.clone();
             let mut stopped = stopped.clone();
             tasks.push(tokio::spawn(async move {
-                loop {
+                for round in 0u64.. {
                     if let Err(err) = queue.purge_finished(JOB_RETENTION).await {
                         tracing::warn!(error = %err, "purging finished jobs failed");
+                    }
+                    if round % JOB_VACUUM_EVERY == JOB_VACUUM_EVERY - 1
+                        && let Err(err) = queue.vacuum().await
+                    {
+                        tracing::warn!(error = %err, "vacuuming the job table failed");
                     }
                     tokio::select! {
                         _ = stopped.wait_for(|s| *s) => return,

@@ -94,6 +94,21 @@ const SQLITE_PURGE_WORKERS: &str = "DELETE FROM Workers
       AND last_seen < CAST(strftime('%s', 'now') AS INTEGER) - ?5
       AND NOT EXISTS (SELECT 1 FROM Jobs WHERE Jobs.lock_by = Workers.id)";
 
+/// PostgreSQL: reclaims the dead row versions that every job leaves behind (insert, two
+/// updates, a delete). Autovacuum visits a table at most once a minute by default; at 1,000
+/// jobs/s that is 60,000+ dead versions, which apalis's fetch and ack and our pending count
+/// wade through (measured: 6–10 ms per statement instead of well under 1 ms). `SKIP_LOCKED`:
+/// when another process is vacuuming it already, skip. SQLite has nothing to reclaim.
+pub(super) async fn vacuum(pool: &Pool) -> Result<(), JobError> {
+    if let Pool::Postgres(p) = pool {
+        // The simple protocol: VACUUM cannot run in the extended protocol's implicit block.
+        sqlx::raw_sql("VACUUM (SKIP_LOCKED) apalis.jobs, apalis.workers")
+            .execute(p)
+            .await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn purge_finished(pool: &Pool, older_than: Duration) -> Result<u64, JobError> {
     let queues = queues();
     let mut total = 0;
