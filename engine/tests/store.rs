@@ -637,14 +637,45 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
             "connection {i}'s data are its own, stored as sent"
         );
     }
-    // The run ended with its commit: the lease is released, so a new claim can take it later.
-    assert!(
-        store
-            .start_sync(first.id, first.version, LEASE)
-            .await
-            .unwrap()
-            .is_none()
+    // The next transfer of connection 4 (5 records stored): one corrected, one new, the rest
+    // as stored. Only the two are written, and each is counted for what it was.
+    let id = leases[4].connection.id;
+    store
+        .request_sync(id, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let claim = store.claim_due(10, LEASE).await.unwrap();
+    assert_eq!(claim.len(), 1);
+    let mut lease = store
+        .start_sync(claim[0].id, claim[0].version, LEASE)
+        .await
+        .unwrap()
+        .expect("the run ended with its commit: the lease was released");
+    let mut again = records(4, 6);
+    again[0].datum["value"] = serde_json::json!(499);
+    let (stats, _) = store
+        .commit_last_chunk(&mut lease, again.into(), Utc::now(), next)
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.inserted, stats.updated, stats.unchanged),
+        (1, 1, 4),
+        "{stats:?}"
     );
+    let data = store
+        .records(&engine::store::RecordQuery {
+            user: user("g4"),
+            datum_type: None,
+            start: None,
+            end: None,
+            after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(data.len(), 6);
+    assert!(data.iter().any(|r| r.datum["value"] == 499), "corrected");
 }
 
 /// A write the database refuses (a trigger stands in for any per-row failure) fails the

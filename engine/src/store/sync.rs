@@ -196,26 +196,60 @@ impl Store {
         }
         for (lease, requests) in by_lease {
             let token = uuid::Uuid::new_v4().to_string();
-            let mut wanted = Condition::any();
-            for r in &requests {
-                wanted = wanted.add(
-                    Condition::all()
-                        .add(connection::Column::Id.eq(r.id.as_str()))
-                        .add(connection::Column::Version.eq(r.version)),
-                );
-            }
-            let result = connection::Entity::update_many()
-                .set(connection::ActiveModel {
-                    sync_lease_token: Set(Some(token.clone())),
-                    sync_lease_until: Set(Some(now + lease_delta(lease))),
-                    ..Default::default()
-                })
-                .filter(wanted)
-                .filter(connection::Column::State.eq(State::Active.as_str()))
-                .filter(connection::Column::SyncLeaseToken.is_null())
-                .filter(connection::Column::SyncLeaseUntil.gt(now))
-                .exec_with_returning(&self.db)
-                .await;
+            let until = now + lease_delta(lease);
+            let result = match self.backend() {
+                super::Backend::Postgres => {
+                    let wanted: Vec<StartRow<'_>> = requests
+                        .iter()
+                        .map(|r| StartRow {
+                            id: &r.id,
+                            version: r.version,
+                        })
+                        .collect();
+                    let wanted = serde_json::to_string(&wanted)
+                        .map_err(|e| DbErr::Custom(format!("start rows: {e}")));
+                    match wanted {
+                        Ok(wanted) => {
+                            connection::Entity::find()
+                                .from_raw_sql(Statement::from_sql_and_values(
+                                    DbBackend::Postgres,
+                                    PG_START,
+                                    [
+                                        token.clone().into(),
+                                        until.into(),
+                                        wanted.into(),
+                                        now.into(),
+                                    ],
+                                ))
+                                .all(&self.db)
+                                .await
+                        }
+                        Err(err) => Err(err),
+                    }
+                }
+                super::Backend::Sqlite => {
+                    let mut wanted = Condition::any();
+                    for r in &requests {
+                        wanted = wanted.add(
+                            Condition::all()
+                                .add(connection::Column::Id.eq(r.id.as_str()))
+                                .add(connection::Column::Version.eq(r.version)),
+                        );
+                    }
+                    connection::Entity::update_many()
+                        .set(connection::ActiveModel {
+                            sync_lease_token: Set(Some(token.clone())),
+                            sync_lease_until: Set(Some(until)),
+                            ..Default::default()
+                        })
+                        .filter(wanted)
+                        .filter(connection::Column::State.eq(State::Active.as_str()))
+                        .filter(connection::Column::SyncLeaseToken.is_null())
+                        .filter(connection::Column::SyncLeaseUntil.gt(now))
+                        .exec_with_returning(&self.db)
+                        .await
+                }
+            };
             match result {
                 Ok(rows) => {
                     let mut rows: HashMap<String, connection::Model> =
@@ -383,53 +417,12 @@ impl Store {
         let now = self.clock.now();
         let txn = self.db.begin().await?;
         // `None`: lease lost; `Some(row)`: held (the row when the run ended with it).
-        let mut held: Vec<Option<Option<connection::Model>>> = Vec::with_capacity(group.len());
-        for r in group {
-            let mut update = connection::ActiveModel {
-                fetched_through: Set(Some(r.fetched_through)),
-                ..Default::default()
-            };
-            if let Some(newest) = r.newest {
-                update.latest_data_time = Set(Some(newest));
-            }
-            if let Some(oldest) = r.oldest {
-                update.earliest_data_time = Set(Some(oldest));
-            }
-            match r.tail {
-                Tail::Extend(extend) => {
-                    update.sync_lease_until = Set(Some(now + lease_delta(extend)));
-                }
-                Tail::Finish(next_sync_at) => {
-                    completed(&mut update, next_sync_at, now);
-                }
-            }
-            // The lease check is the first write: it takes the row (and on SQLite the
-            // database) lock, so the records below are written only by the lease holder.
-            let mut held_by_us = connection::Entity::update_many().set(update);
-            if r.skipped > 0 {
-                held_by_us = held_by_us.col_expr(
-                    connection::Column::RecordsSkipped,
-                    Expr::col(connection::Column::RecordsSkipped)
-                        .add(i64::try_from(r.skipped).unwrap_or(i64::MAX)),
-                );
-            }
-            let held_by_us = held_by_us
-                .filter(connection::Column::Id.eq(r.id.as_str()))
-                .filter(connection::Column::SyncLeaseToken.eq(r.token.as_str()))
-                .filter(connection::Column::State.eq(State::Active.as_str()));
-            held.push(match r.tail {
-                Tail::Extend(_) => {
-                    let result = held_by_us.exec(&txn).await?;
-                    (result.rows_affected == 1).then_some(None)
-                }
-                Tail::Finish(_) => held_by_us
-                    .exec_with_returning(&txn)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .map(Some),
-            });
-        }
+        // The lease checks are the first writes: they take the rows (and on SQLite the
+        // database) lock, so the records below are written only by lease holders.
+        let held = match self.backend() {
+            super::Backend::Postgres => advance_cursors_pg(&txn, group, now).await?,
+            super::Backend::Sqlite => advance_cursors(&txn, group, now).await?,
+        };
         self.failpoints.hit(failpoint::COMMIT_CURSOR_WRITTEN)?;
         let writes: Vec<Writes<'_>> = group
             .iter()
@@ -440,7 +433,10 @@ impl Store {
                 records: if held.is_some() { &r.records } else { &[] },
             })
             .collect();
-        let stats = upsert_records(&txn, self.backend(), &writes, now).await?;
+        let stats = match self.backend() {
+            super::Backend::Postgres => upsert_records_pg(&txn, &writes, now).await?,
+            super::Backend::Sqlite => upsert_records(&txn, &writes, now).await?,
+        };
         self.failpoints.hit(failpoint::COMMIT_RECORDS_WRITTEN)?;
         txn.commit().await?;
         Ok(held
@@ -629,6 +625,253 @@ pub struct RecordQuery {
     pub limit: u64,
 }
 
+/// Each request's lease check and cursor advance, one statement per request (SQLite: one
+/// writer, statements are cheap in-process calls).
+async fn advance_cursors(
+    txn: &DatabaseTransaction,
+    group: &[CommitRequest],
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<Option<connection::Model>>>> {
+    let mut held = Vec::with_capacity(group.len());
+    for r in group {
+        let mut update = connection::ActiveModel {
+            fetched_through: Set(Some(r.fetched_through)),
+            ..Default::default()
+        };
+        if let Some(newest) = r.newest {
+            update.latest_data_time = Set(Some(newest));
+        }
+        if let Some(oldest) = r.oldest {
+            update.earliest_data_time = Set(Some(oldest));
+        }
+        match r.tail {
+            Tail::Extend(extend) => {
+                update.sync_lease_until = Set(Some(now + lease_delta(extend)));
+            }
+            Tail::Finish(next_sync_at) => completed(&mut update, next_sync_at, now),
+        }
+        let mut held_by_us = connection::Entity::update_many().set(update);
+        if r.skipped > 0 {
+            held_by_us = held_by_us.col_expr(
+                connection::Column::RecordsSkipped,
+                Expr::col(connection::Column::RecordsSkipped)
+                    .add(i64::try_from(r.skipped).unwrap_or(i64::MAX)),
+            );
+        }
+        let held_by_us = held_by_us
+            .filter(connection::Column::Id.eq(r.id.as_str()))
+            .filter(connection::Column::SyncLeaseToken.eq(r.token.as_str()))
+            .filter(connection::Column::State.eq(State::Active.as_str()));
+        held.push(match r.tail {
+            Tail::Extend(_) => {
+                let result = held_by_us.exec(txn).await?;
+                (result.rows_affected == 1).then_some(None)
+            }
+            Tail::Finish(_) => held_by_us
+                .exec_with_returning(txn)
+                .await?
+                .into_iter()
+                .next()
+                .map(Some),
+        });
+    }
+    Ok(held)
+}
+
+/// PostgreSQL: every request's lease check and cursor advance in one statement whose text
+/// never changes (the group travels as one JSON parameter), so it is parsed and planned once
+/// per database connection, not once per group size.
+const PG_ADVANCE: &str = "UPDATE connections AS c SET
+    fetched_through = v.through,
+    latest_data_time = GREATEST(c.latest_data_time, v.newest),
+    earliest_data_time = LEAST(c.earliest_data_time, v.oldest),
+    records_skipped = c.records_skipped + v.skipped,
+    sync_lease_until = CASE WHEN v.finish THEN NULL ELSE v.until END,
+    sync_lease_token = CASE WHEN v.finish THEN NULL ELSE c.sync_lease_token END,
+    next_sync_at = CASE WHEN v.finish THEN v.next ELSE c.next_sync_at END,
+    last_sync_at = CASE WHEN v.finish THEN $2 ELSE c.last_sync_at END,
+    failure_count = CASE WHEN v.finish THEN 0 ELSE c.failure_count END,
+    failing_since = CASE WHEN v.finish THEN NULL ELSE c.failing_since END,
+    last_error_code = CASE WHEN v.finish THEN NULL ELSE c.last_error_code END,
+    last_error = CASE WHEN v.finish THEN NULL ELSE c.last_error END
+  FROM json_to_recordset($1::json) AS v(id text, token text, through timestamptz,
+    newest timestamptz, oldest timestamptz, skipped bigint, until timestamptz, finish boolean,
+    next timestamptz)
+  WHERE c.id = v.id AND c.sync_lease_token = v.token AND c.state = 'active'
+  RETURNING c.*";
+
+/// PostgreSQL: starts a group of transfers (see [`PG_ADVANCE`] for why JSON).
+const PG_START: &str = "UPDATE connections AS c SET sync_lease_token = $1, sync_lease_until = $2
+  FROM json_to_recordset($3::json) AS w(id text, version bigint)
+  WHERE c.id = w.id AND c.version = w.version AND c.state = 'active'
+    AND c.sync_lease_token IS NULL AND c.sync_lease_until > $4
+  RETURNING c.*";
+
+/// PostgreSQL: inserts new records and updates changed ones in one statement; unchanged ones
+/// are neither written nor returned. `xmax = 0` tells an inserted row from an updated one.
+const PG_UPSERT: &str = "INSERT INTO data_records (connection_id, partner_record_id, user_id,
+    datum_type, time, datum, datum_hash, retired, created_at, updated_at)
+  SELECT v.c, v.r, v.u, v.t, v.time, v.datum, v.h, v.retired, $2, $2
+  FROM json_to_recordset($1::json) AS v(c text, r text, u text, t text, time timestamptz,
+    datum json, h text, retired boolean)
+  ON CONFLICT (connection_id, partner_record_id) DO UPDATE SET
+    datum_type = excluded.datum_type, time = excluded.time, datum = excluded.datum,
+    datum_hash = excluded.datum_hash, retired = excluded.retired,
+    updated_at = excluded.updated_at
+  WHERE data_records.datum_hash IS DISTINCT FROM excluded.datum_hash
+  RETURNING connection_id, (xmax = 0) AS inserted";
+
+/// PostgreSQL timestamps as JSON: microseconds, truncated (as sqlx binds them).
+fn pg_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[derive(serde::Serialize)]
+struct StartRow<'a> {
+    id: &'a str,
+    version: i64,
+}
+
+#[derive(serde::Serialize)]
+struct AdvanceRow<'a> {
+    id: &'a str,
+    token: &'a str,
+    through: String,
+    newest: Option<String>,
+    oldest: Option<String>,
+    skipped: i64,
+    until: Option<String>,
+    finish: bool,
+    next: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct RecordRow<'a> {
+    c: &'a str,
+    r: &'a str,
+    u: &'a str,
+    t: &'a str,
+    time: String,
+    datum: &'a serde_json::value::RawValue,
+    h: &'a str,
+    retired: bool,
+}
+
+fn json_param<T: serde::Serialize>(rows: &T) -> Result<sea_orm::Value> {
+    serde_json::to_string(rows)
+        .map(Into::into)
+        .map_err(|e| StoreError::Corrupt(format!("cannot encode a statement's rows: {e}")))
+}
+
+async fn advance_cursors_pg(
+    txn: &DatabaseTransaction,
+    group: &[CommitRequest],
+    now: DateTime<Utc>,
+) -> Result<Vec<Option<Option<connection::Model>>>> {
+    let rows: Vec<AdvanceRow<'_>> = group
+        .iter()
+        .map(|r| {
+            let (until, finish, next) = match r.tail {
+                Tail::Extend(extend) => (Some(pg_time(now + lease_delta(extend))), false, None),
+                Tail::Finish(next) => (None, true, Some(pg_time(next))),
+            };
+            AdvanceRow {
+                id: &r.id,
+                token: &r.token,
+                through: pg_time(r.fetched_through),
+                newest: r.newest.map(pg_time),
+                oldest: r.oldest.map(pg_time),
+                skipped: i64::try_from(r.skipped).unwrap_or(i64::MAX),
+                until,
+                finish,
+                next,
+            }
+        })
+        .collect();
+    let mut updated: HashMap<String, connection::Model> = connection::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            PG_ADVANCE,
+            [json_param(&rows)?, now.into()],
+        ))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|row| (row.id.clone(), row))
+        .collect();
+    Ok(group
+        .iter()
+        .map(|r| {
+            let row = updated.remove(&r.id)?;
+            Some(matches!(r.tail, Tail::Finish(_)).then_some(row))
+        })
+        .collect())
+}
+
+/// Rows per upsert statement on PostgreSQL (one JSON parameter; this bounds its size).
+const PG_UPSERT_ROWS: usize = 5_000;
+
+/// [`upsert_records`] for PostgreSQL: one statement per 5,000 records of the whole group.
+async fn upsert_records_pg(
+    txn: &DatabaseTransaction,
+    writes: &[Writes<'_>],
+    now: DateTime<Utc>,
+) -> Result<Vec<ChunkStats>> {
+    let mut stats = vec![ChunkStats::default(); writes.len()];
+    let index: HashMap<&str, usize> = writes
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| !w.records.is_empty())
+        .map(|(i, w)| (w.connection_id, i))
+        .collect();
+    let mut rows = Vec::new();
+    for w in writes {
+        for r in w.records {
+            let datum = serde_json::value::RawValue::from_string(r.datum.clone())
+                .map_err(|e| StoreError::Corrupt(format!("datum is not JSON: {e}")))?;
+            rows.push((w, r, datum));
+        }
+    }
+    for slice in rows.chunks(PG_UPSERT_ROWS) {
+        let encoded: Vec<RecordRow<'_>> = slice
+            .iter()
+            .map(|(w, r, datum)| RecordRow {
+                c: w.connection_id,
+                r: &r.partner_record_id,
+                u: w.user_id,
+                t: &r.datum_type,
+                time: pg_time(r.time),
+                datum,
+                h: &r.hash,
+                retired: r.retired,
+            })
+            .collect();
+        let written = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                PG_UPSERT,
+                [json_param(&encoded)?, now.into()],
+            ))
+            .await?;
+        for row in written {
+            let connection_id: String = row.try_get("", "connection_id")?;
+            let inserted: bool = row.try_get("", "inserted")?;
+            let Some(&i) = index.get(connection_id.as_str()) else {
+                continue;
+            };
+            if inserted {
+                stats[i].inserted += 1;
+            } else {
+                stats[i].updated += 1;
+            }
+        }
+    }
+    for (w, s) in writes.iter().zip(&mut stats) {
+        s.unchanged = (w.records.len() as u64).saturating_sub(s.inserted + s.updated);
+    }
+    Ok(stats)
+}
+
 /// A transfer start waiting for its group.
 pub(super) struct StartRequest {
     id: String,
@@ -749,10 +992,9 @@ const UPSERT_ROWS: usize = 500;
 
 /// Inserts new records, updates changed ones (partner corrections, deletions), leaves
 /// unchanged ones alone, and counts each, per connection: one lookup and one insert per 500
-/// records across the whole group.
+/// records across the whole group (SQLite; PostgreSQL: [`upsert_records_pg`]).
 async fn upsert_records(
     txn: &DatabaseTransaction,
-    backend: super::Backend,
     writes: &[Writes<'_>],
     now: DateTime<Utc>,
 ) -> Result<Vec<ChunkStats>> {
@@ -762,13 +1004,8 @@ async fn upsert_records(
         .enumerate()
         .flat_map(|(i, w)| w.records.iter().map(move |r| (i, r)))
         .collect();
-    // The datum column is `json` on PostgreSQL (a text parameter needs a cast), text on SQLite.
-    let datum = |json: &str| -> Expr {
-        match backend {
-            super::Backend::Postgres => Expr::val(json).cast_as("json"),
-            super::Backend::Sqlite => Expr::val(json),
-        }
-    };
+    // The datum column is text on SQLite: the serialised datum goes in as it is.
+    let datum = |json: &str| -> Expr { Expr::val(json) };
     for slice in all.chunks(UPSERT_ROWS) {
         let mut lookup = Condition::any();
         let mut by_connection: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
