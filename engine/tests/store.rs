@@ -30,6 +30,7 @@ engine::backend_tests!(
     migrations_twice_are_a_noop,
     concurrent_transfers_group_commit_each_to_its_own_row,
     a_failing_write_fails_only_its_own_transfer,
+    a_failing_start_fails_only_its_own_transfer,
 );
 
 fn user(s: &str) -> UserId {
@@ -732,6 +733,48 @@ async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
             result.unwrap().unwrap();
             assert_eq!(stored, ["r0", "r1", "r2"], "connection {i}");
             assert!(now.last_sync_at.is_some());
+        }
+    }
+}
+
+/// The same for starts: a start the database refuses fails that transfer only.
+async fn a_failing_start_fails_only_its_own_transfer(db: &TestDb) {
+    let store = db.store().await;
+    let poison = match store.backend() {
+        engine::store::Backend::Sqlite => vec![
+            "CREATE TRIGGER poison BEFORE UPDATE ON connections \
+             WHEN NEW.user_id = 's5' AND NEW.sync_lease_token IS NOT NULL \
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        ],
+        engine::store::Backend::Postgres => vec![
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.user_id = 's5' AND NEW.sync_lease_token IS NOT NULL THEN \
+             RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER poison BEFORE UPDATE ON connections \
+             FOR EACH ROW EXECUTE FUNCTION poison()",
+        ],
+    };
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(active(&store, &format!("s{i}"), "a", "r").await.id);
+    }
+    for sql in poison {
+        use sea_orm::ConnectionTrait;
+        store.db().execute_unprepared(sql).await.unwrap();
+    }
+    let claimed = store.claim_due(100, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 10);
+    let starts = claimed.iter().map(|c| {
+        let (store, c) = (store.clone(), c.clone());
+        tokio::spawn(async move { (c.id, store.start_sync(c.id, c.version, LEASE).await) })
+    });
+    for result in futures::future::join_all(starts).await {
+        let (id, started) = result.unwrap();
+        if id == ids[5] {
+            assert!(matches!(started, Err(StoreError::Db(_))), "{started:?}");
+        } else {
+            let lease = started.unwrap().expect("started");
+            assert_eq!(lease.connection.id, id);
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - `authorizations.rs`: single-use OAuth `state`s.
 //! - `revocations.rs`: partner-side revocations still owed.
 //! - `alerts.rs`: operator alerts.
+//! - `sync.rs`: transfers: claiming due connections, leases, window commits, stored records.
+//! - `group.rs`: group commit (concurrent transfers' starts and commits share statements).
 
 mod alerts;
 mod authorizations;
@@ -193,6 +195,8 @@ impl Store {
     /// Replaces the clock (tests).
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
+        // Its own group-commit queues: a group runs with its leader's clock.
+        self.groups = Arc::new(sync::Groups::new(self.db.get_database_backend()));
         self
     }
 

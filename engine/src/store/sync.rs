@@ -195,80 +195,100 @@ impl Store {
             by_lease.entry(request.lease).or_default().push(request);
         }
         for (lease, requests) in by_lease {
-            let token = uuid::Uuid::new_v4().to_string();
             let until = now + lease_delta(lease);
-            let result = match self.backend() {
-                super::Backend::Postgres => {
-                    let wanted: Vec<StartRow<'_>> = requests
-                        .iter()
-                        .map(|r| StartRow {
-                            id: &r.id,
-                            version: r.version,
-                        })
-                        .collect();
-                    let wanted = serde_json::to_string(&wanted)
-                        .map_err(|e| DbErr::Custom(format!("start rows: {e}")));
-                    match wanted {
-                        Ok(wanted) => {
-                            connection::Entity::find()
-                                .from_raw_sql(Statement::from_sql_and_values(
-                                    DbBackend::Postgres,
-                                    PG_START,
-                                    [
-                                        token.clone().into(),
-                                        until.into(),
-                                        wanted.into(),
-                                        now.into(),
-                                    ],
-                                ))
-                                .all(&self.db)
-                                .await
-                        }
-                        Err(err) => Err(err),
+            match self.start_rows(&requests, until, now).await {
+                Ok(answers) => {
+                    for (r, answer) in requests.into_iter().zip(answers) {
+                        let _ = r.reply.send(Ok(answer));
                     }
                 }
-                super::Backend::Sqlite => {
-                    let mut wanted = Condition::any();
-                    for r in &requests {
-                        wanted = wanted.add(
-                            Condition::all()
-                                .add(connection::Column::Id.eq(r.id.as_str()))
-                                .add(connection::Column::Version.eq(r.version)),
-                        );
-                    }
-                    connection::Entity::update_many()
-                        .set(connection::ActiveModel {
-                            sync_lease_token: Set(Some(token.clone())),
-                            sync_lease_until: Set(Some(until)),
-                            ..Default::default()
-                        })
-                        .filter(wanted)
-                        .filter(connection::Column::State.eq(State::Active.as_str()))
-                        .filter(connection::Column::SyncLeaseToken.is_null())
-                        .filter(connection::Column::SyncLeaseUntil.gt(now))
-                        .exec_with_returning(&self.db)
-                        .await
-                }
-            };
-            match result {
-                Ok(rows) => {
-                    let mut rows: HashMap<String, connection::Model> =
-                        rows.into_iter().map(|row| (row.id.clone(), row)).collect();
+                // A multi-row statement can deadlock with another multi-row write over the
+                // same rows (PostgreSQL aborts one of them); a single-row one cannot.
+                Err(err) if requests.len() > 1 => {
+                    tracing::warn!(error = %err, size = requests.len(), "group start failed; starting its transfers one by one");
                     for r in requests {
-                        let row = rows.remove(&r.id).map(|row| (row, token.clone()));
-                        let _ = r.reply.send(Ok(row));
+                        let answer = self
+                            .start_rows(std::slice::from_ref(&r), until, now)
+                            .await
+                            .map(|mut answers| answers.pop().flatten());
+                        let _ = r.reply.send(answer.map_err(StoreError::from));
                     }
                 }
                 Err(err) => {
-                    let message = err.to_string();
                     for r in requests {
                         let _ = r
                             .reply
-                            .send(Err(StoreError::Db(DbErr::Custom(message.clone()))));
+                            .send(Err(StoreError::Db(DbErr::Custom(err.to_string()))));
                     }
                 }
             }
         }
+    }
+
+    /// One statement taking the leases of `requests` under a fresh token: for each request,
+    /// its row and the token, or `None` (stale, or started by someone else).
+    async fn start_rows(
+        &self,
+        requests: &[StartRequest],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> std::result::Result<Vec<Option<(connection::Model, String)>>, DbErr> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let rows = match self.backend() {
+            super::Backend::Postgres => {
+                let wanted: Vec<StartRow<'_>> = requests
+                    .iter()
+                    .map(|r| StartRow {
+                        id: &r.id,
+                        version: r.version,
+                    })
+                    .collect();
+                let wanted = serde_json::to_string(&wanted)
+                    .map_err(|e| DbErr::Custom(format!("start rows: {e}")))?;
+                connection::Entity::find()
+                    .from_raw_sql(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        PG_START,
+                        [
+                            token.clone().into(),
+                            until.into(),
+                            wanted.into(),
+                            now.into(),
+                        ],
+                    ))
+                    .all(&self.db)
+                    .await?
+            }
+            super::Backend::Sqlite => {
+                let mut wanted = Condition::any();
+                for r in requests {
+                    wanted = wanted.add(
+                        Condition::all()
+                            .add(connection::Column::Id.eq(r.id.as_str()))
+                            .add(connection::Column::Version.eq(r.version)),
+                    );
+                }
+                connection::Entity::update_many()
+                    .set(connection::ActiveModel {
+                        sync_lease_token: Set(Some(token.clone())),
+                        sync_lease_until: Set(Some(until)),
+                        ..Default::default()
+                    })
+                    .filter(wanted)
+                    .filter(connection::Column::State.eq(State::Active.as_str()))
+                    .filter(connection::Column::SyncLeaseToken.is_null())
+                    .filter(connection::Column::SyncLeaseUntil.gt(now))
+                    .exec_with_returning(&self.db)
+                    .await?
+            }
+        };
+        let mut rows: HashMap<String, connection::Model> =
+            rows.into_iter().map(|row| (row.id.clone(), row)).collect();
+        // Two requests for one connection (a duplicated job): the row goes to the first.
+        Ok(requests
+            .iter()
+            .map(|r| rows.remove(&r.id).map(|row| (row, token.clone())))
+            .collect())
     }
 
     /// Re-reads the leased connection and its tokens (after an inline refresh changed them).
