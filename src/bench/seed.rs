@@ -117,14 +117,28 @@ pub async fn schedule(store: &Store, due: &[(String, DateTime<Utc>)]) -> anyhow:
 
 /// Stops the remaining throughput backlog from being claimed (those not yet claimed).
 pub async fn park_backlog(store: &Store) -> anyhow::Result<()> {
+    use sea_orm::QuerySelect as _;
+    let unclaimed = connection::Entity::find()
+        .select_only()
+        .column(connection::Column::Id)
+        .filter(connection::Column::UserId.starts_with(Group::Throughput.prefix()))
+        .filter(connection::Column::LastSyncAt.is_null())
+        .filter(connection::Column::SyncLeaseUntil.is_null());
+    let mut unclaimed = sea_orm::QueryTrait::into_query(unclaimed);
+    // Workers are still busy: lock only rows nobody holds (a row being claimed right now is
+    // left to its claimer), so this mass write cannot deadlock with a worker's group writes.
+    if store.backend() == engine::store::Backend::Postgres {
+        unclaimed.lock_with_behavior(
+            sea_orm::sea_query::LockType::Update,
+            sea_orm::sea_query::LockBehavior::SkipLocked,
+        );
+    }
     connection::Entity::update_many()
         .set(connection::ActiveModel {
             next_sync_at: Set(None),
             ..Default::default()
         })
-        .filter(connection::Column::UserId.starts_with(Group::Throughput.prefix()))
-        .filter(connection::Column::LastSyncAt.is_null())
-        .filter(connection::Column::SyncLeaseUntil.is_null())
+        .filter(connection::Column::Id.in_subquery(unclaimed))
         .exec(store.db())
         .await?;
     // Parking rewrites up to N rows at once, which no real fleet does: without a vacuum the
