@@ -302,7 +302,10 @@ pub struct WorkersConfig {
     /// Run workers in this process (`serve`). `false` (or `serve --no-workers`) makes an
     /// API-only process; `tributary worker` runs workers without the API.
     pub enabled: bool,
-    /// Steps run concurrently per step type in this process. Default 16.
+    /// Steps run concurrently per step type in this process. Default 64: a transfer spends
+    /// most of its time waiting on the partner (five requests of 100+ ms each in production),
+    /// and concurrent transfers' commits share transactions (group commit), so more in flight
+    /// costs little: ~105 MiB per process at 64 in the benchmark (BENCHMARKS.md).
     pub concurrency: usize,
     /// How often idle workers and the dispatcher look for due work, in milliseconds.
     /// Default 250.
@@ -327,7 +330,7 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            concurrency: 16,
+            concurrency: 64,
             poll_interval_ms: 250,
             batch_size: 100,
             dispatch_batch: 500,

@@ -66,8 +66,8 @@ pub struct BenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
     )]
     pub database_url: String,
-    /// Handlers per worker process (workers.concurrency).
-    #[arg(long, default_value_t = 16)]
+    /// Handlers per worker process (workers.concurrency, whose default this is).
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// apalis batch size per worker process (workers.batch_size).
     #[arg(long, default_value_t = 100)]
