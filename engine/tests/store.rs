@@ -541,6 +541,46 @@ fn records(i: usize, n: usize) -> Vec<MappedRecord> {
         .collect()
 }
 
+/// Makes the database refuse `event`s on `table` whose new row matches `when` (a trigger on
+/// either backend): a write failure of our choosing, for one row.
+async fn refuse(store: &Store, event: &str, table: &str, when: &str) {
+    use sea_orm::ConnectionTrait;
+    let statements = match store.backend() {
+        engine::store::Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER refuse BEFORE {event} ON {table} WHEN {when} \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )],
+        engine::store::Backend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF {when} THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$"
+            ),
+            format!(
+                "CREATE TRIGGER refuse BEFORE {event} ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION refuse()"
+            ),
+        ],
+    };
+    for sql in statements {
+        store.db().execute_unprepared(&sql).await.unwrap();
+    }
+}
+
+/// Every stored (live) record of `u`.
+async fn user_data(store: &Store, u: &str) -> Vec<engine::model::StoredRecord> {
+    store
+        .records(&engine::store::RecordQuery {
+            user: user(u),
+            datum_type: None,
+            start: None,
+            end: None,
+            after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+}
+
 /// `n` active connections, all due and claimed, their transfers started concurrently.
 async fn started(store: &Store, prefix: &str, n: usize) -> Vec<SyncLease> {
     let mut ids = Vec::new();
@@ -565,7 +605,7 @@ async fn started(store: &Store, prefix: &str, n: usize) -> Vec<SyncLease> {
 
 async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
     let store = db.store().await;
-    let mut leases = started(&store, "g", 24).await;
+    let leases = started(&store, "g", 24).await;
     // A duplicated job starts nothing: its connection's lease is taken.
     let first = leases[0].connection.clone();
     assert!(
@@ -587,7 +627,7 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
         .unwrap();
     // Whole seconds: PostgreSQL keeps microseconds.
     let next = chrono::SubsecRound::trunc_subsecs(Utc::now() + TimeDelta::hours(1), 0);
-    let commits = leases.iter_mut().enumerate().map(|(i, lease)| {
+    let commits = leases.iter().enumerate().map(|(i, lease)| {
         let store = store.clone();
         let mut lease = lease.clone();
         tokio::spawn(async move {
@@ -620,17 +660,7 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
         assert_eq!(connection.next_sync_at, Some(next));
         assert!(connection.last_sync_at.is_some());
         assert_eq!(connection.records_skipped, (i % 2) as u64);
-        let data = store
-            .records(&engine::store::RecordQuery {
-                user: user(&format!("g{i}")),
-                datum_type: None,
-                start: None,
-                end: None,
-                after: None,
-                limit: 100,
-            })
-            .await
-            .unwrap();
+        let data = user_data(&store, &format!("g{i}")).await;
         assert!(
             data.iter()
                 .all(|r| r.datum["value"].as_u64().unwrap() / 100 == i as u64
@@ -664,17 +694,7 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
         (1, 1, 4),
         "{stats:?}"
     );
-    let data = store
-        .records(&engine::store::RecordQuery {
-            user: user("g4"),
-            datum_type: None,
-            start: None,
-            end: None,
-            after: None,
-            limit: 100,
-        })
-        .await
-        .unwrap();
+    let data = user_data(&store, "g4").await;
     assert_eq!(data.len(), 6);
     assert!(data.iter().any(|r| r.datum["value"] == 499), "corrected");
 }
@@ -683,23 +703,13 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
 /// transfer it belongs to and no other, whichever group it was committed in.
 async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
     let store = db.store().await;
-    let poison = match store.backend() {
-        engine::store::Backend::Sqlite => vec![
-            "CREATE TRIGGER poison BEFORE INSERT ON data_records \
-             WHEN NEW.partner_record_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
-        ],
-        engine::store::Backend::Postgres => vec![
-            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-             IF NEW.partner_record_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; \
-             RETURN NEW; END $$",
-            "CREATE TRIGGER poison BEFORE INSERT ON data_records \
-             FOR EACH ROW EXECUTE FUNCTION poison()",
-        ],
-    };
-    for sql in poison {
-        use sea_orm::ConnectionTrait;
-        store.db().execute_unprepared(sql).await.unwrap();
-    }
+    refuse(
+        &store,
+        "INSERT",
+        "data_records",
+        "NEW.partner_record_id = 'poison'",
+    )
+    .await;
     let leases = started(&store, "p", 12).await;
     let next = Utc::now() + TimeDelta::hours(1);
     let commits = leases.iter().enumerate().map(|(i, lease)| {
@@ -740,28 +750,17 @@ async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
 /// The same for starts: a start the database refuses fails that transfer only.
 async fn a_failing_start_fails_only_its_own_transfer(db: &TestDb) {
     let store = db.store().await;
-    let poison = match store.backend() {
-        engine::store::Backend::Sqlite => vec![
-            "CREATE TRIGGER poison BEFORE UPDATE ON connections \
-             WHEN NEW.user_id = 's5' AND NEW.sync_lease_token IS NOT NULL \
-             BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
-        ],
-        engine::store::Backend::Postgres => vec![
-            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-             IF NEW.user_id = 's5' AND NEW.sync_lease_token IS NOT NULL THEN \
-             RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$",
-            "CREATE TRIGGER poison BEFORE UPDATE ON connections \
-             FOR EACH ROW EXECUTE FUNCTION poison()",
-        ],
-    };
     let mut ids = Vec::new();
     for i in 0..10 {
         ids.push(active(&store, &format!("s{i}"), "a", "r").await.id);
     }
-    for sql in poison {
-        use sea_orm::ConnectionTrait;
-        store.db().execute_unprepared(sql).await.unwrap();
-    }
+    refuse(
+        &store,
+        "UPDATE",
+        "connections",
+        "NEW.user_id = 's5' AND NEW.sync_lease_token IS NOT NULL",
+    )
+    .await;
     let claimed = store.claim_due(100, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 10);
     let starts = claimed.iter().map(|c| {

@@ -352,7 +352,7 @@ impl Store {
             id: lease.connection.id.to_string(),
             user_id: lease.connection.user_id.to_string(),
             token: lease.token.clone(),
-            records: prepare(records),
+            records: prepare(records)?,
             skipped,
             fetched_through,
             newest: newest.filter(|n| lease.connection.latest_data_time.is_none_or(|t| *n > t)),
@@ -844,24 +844,20 @@ async fn upsert_records_pg(
         .filter(|(_, w)| !w.records.is_empty())
         .map(|(i, w)| (w.connection_id, i))
         .collect();
-    let mut rows = Vec::new();
-    for w in writes {
-        for r in w.records {
-            let datum = serde_json::value::RawValue::from_string(r.datum.clone())
-                .map_err(|e| StoreError::Corrupt(format!("datum is not JSON: {e}")))?;
-            rows.push((w, r, datum));
-        }
-    }
+    let rows: Vec<(&Writes<'_>, &Prepared)> = writes
+        .iter()
+        .flat_map(|w| w.records.iter().map(move |r| (w, r)))
+        .collect();
     for slice in rows.chunks(PG_UPSERT_ROWS) {
         let encoded: Vec<RecordRow<'_>> = slice
             .iter()
-            .map(|(w, r, datum)| RecordRow {
+            .map(|(w, r)| RecordRow {
                 c: w.connection_id,
                 r: &r.partner_record_id,
                 u: w.user_id,
                 t: &r.datum_type,
                 time: pg_time(r.time),
-                datum,
+                datum: &r.datum,
                 h: &r.hash,
                 retired: r.retired,
             })
@@ -970,13 +966,14 @@ struct Prepared {
     datum_type: String,
     time: DateTime<Utc>,
     retired: bool,
-    datum: String,
+    /// Serialised once here; embedded as is in PostgreSQL's JSON rows, bound as text on SQLite.
+    datum: Box<serde_json::value::RawValue>,
     hash: String,
 }
 
 /// Deduplicates a chunk by partner record id (overlapping windows: the last one wins) and
 /// serialises and hashes each datum.
-fn prepare(records: Vec<MappedRecord>) -> Vec<Prepared> {
+fn prepare(records: Vec<MappedRecord>) -> Result<Vec<Prepared>> {
     let mut unique: BTreeMap<String, MappedRecord> = BTreeMap::new();
     for record in records {
         unique.insert(record.partner_record_id.clone(), record);
@@ -984,18 +981,19 @@ fn prepare(records: Vec<MappedRecord>) -> Vec<Prepared> {
     unique
         .into_values()
         .map(|record| {
-            let datum = record.datum.to_string();
+            let datum = serde_json::value::to_raw_value(&record.datum)
+                .map_err(|e| StoreError::Corrupt(format!("cannot serialise a datum: {e}")))?;
             let mut hasher = Sha256::new();
-            hasher.update(datum.as_bytes());
+            hasher.update(datum.get().as_bytes());
             hasher.update([u8::from(record.retired)]);
-            Prepared {
+            Ok(Prepared {
                 partner_record_id: record.partner_record_id,
                 datum_type: record.datum_type,
                 time: record.time,
                 retired: record.retired,
                 datum,
                 hash: hex::encode(hasher.finalize()),
-            }
+            })
         })
         .collect()
 }
@@ -1024,8 +1022,6 @@ async fn upsert_records(
         .enumerate()
         .flat_map(|(i, w)| w.records.iter().map(move |r| (i, r)))
         .collect();
-    // The datum column is text on SQLite: the serialised datum goes in as it is.
-    let datum = |json: &str| -> Expr { Expr::val(json) };
     for slice in all.chunks(UPSERT_ROWS) {
         let mut lookup = Condition::any();
         let mut by_connection: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
@@ -1089,7 +1085,7 @@ async fn upsert_records(
                         Expr::val(w.user_id),
                         Expr::val(r.datum_type.as_str()),
                         Expr::val(r.time),
-                        datum(&r.datum),
+                        Expr::val(r.datum.get()),
                         Expr::val(r.hash.as_str()),
                         Expr::val(r.retired),
                         Expr::val(now),
@@ -1106,7 +1102,7 @@ async fn upsert_records(
                             Expr::val(r.datum_type.as_str()),
                         )
                         .col_expr(data_record::Column::Time, Expr::val(r.time))
-                        .col_expr(data_record::Column::Datum, datum(&r.datum))
+                        .col_expr(data_record::Column::Datum, Expr::val(r.datum.get()))
                         .col_expr(data_record::Column::DatumHash, Expr::val(r.hash.as_str()))
                         .col_expr(data_record::Column::Retired, Expr::val(r.retired))
                         .col_expr(data_record::Column::UpdatedAt, Expr::val(now))
