@@ -203,9 +203,21 @@ impl Store {
         options: &StoreOptions,
         keyring: Keyring,
     ) -> Result<Self> {
-        let store = Self::open(url, options, keyring).await?;
-        store.migrate().await?;
-        Ok(store)
+        // Migrations run on a connection of their own, closed before the pool opens: a pooled
+        // SQLite connection that had prepared statements against the old schema could keep
+        // their stale column lists after an `ALTER TABLE` (seen as "missing value for column").
+        let migrator = Self::open(
+            url,
+            &StoreOptions {
+                max_connections: 1,
+                ..options.clone()
+            },
+            keyring.clone(),
+        )
+        .await?;
+        migrator.migrate().await?;
+        migrator.close().await;
+        Self::open(url, options, keyring).await
     }
 
     pub async fn migrate(&self) -> Result<()> {
