@@ -7,6 +7,7 @@
 //! - `error`: `OAuthError` (retryable versus permanent, decided once), callback errors,
 //!   configuration errors.
 //! - `classify`: the response → `OAuthError` rules, and `Retry-After`.
+//! - `error_code`: `oauth_error_code`, the one reader of `{"error": "..."}` bodies.
 //! - `transport`: the recording HTTP client handed to `oauth2`, and the token response type.
 //! - `revoke`: the RFC 7009 request (built by hand; see there why).
 //! - `pkce`: state and PKCE verifier generation, `hash_state`.
@@ -15,6 +16,7 @@ mod classify;
 pub mod client;
 pub mod config;
 pub mod error;
+mod error_code;
 mod pkce;
 mod revoke;
 mod transport;
@@ -25,5 +27,6 @@ pub use config::{ClientAuth, PartnerConfig, PartnerKind};
 pub use error::{
     CallbackError, CallbackErrorKind, OAuthError, PartnerConfigError, classify_callback_error,
 };
+pub use error_code::{MAX_OAUTH_ERROR_CODE_LEN, oauth_error_code};
 pub use pkce::hash_state;
 pub use validate::callback_path;

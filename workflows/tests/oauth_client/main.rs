@@ -6,8 +6,10 @@
 //! - `authorize.rs`: authorization requests, callback errors, issuer check, config validation.
 //! - `token.rs`: code exchange and refresh, client authentication, error classification.
 //! - `revoke.rs`: RFC 7009 revocation.
+//! - `error_code.rs`: the shared parser of OAuth error bodies.
 
 mod authorize;
+mod error_code;
 mod mock;
 mod revoke;
 mod token;
