@@ -299,6 +299,8 @@ fn sandbox_partners(
             },
             api_base_url: urls.api_base,
             request_timeout_secs: settings.request_timeout_secs,
+            refresh_timeout_secs: None,
+            max_token_bytes: workflows::partner::config::DEFAULT_MAX_TOKEN_BYTES,
             max_window_days: settings.max_window_days,
             max_records_per_page: 500,
             requests_per_second: 50.0,

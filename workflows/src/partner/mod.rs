@@ -1,9 +1,10 @@
-//! Partners: configuration and the OAuth client.
+//! Partners: configuration and the OAuth client. The rules this module follows, and why, are
+//! written down in docs/oauth.md.
 //!
 //! # Layout
 //! - `config`: `PartnerConfig`, as read from `[partners.<name>]`.
 //! - `client`: `PartnerClient`: authorization requests, code exchange, refresh, revocation,
-//!   issuer check.
+//!   issuer check, refusal of unusable token responses.
 //! - `error`: `OAuthError` (retryable versus permanent, decided once), callback errors,
 //!   configuration errors.
 //! - `classify`: the response → `OAuthError` rules, and `Retry-After`.

@@ -2,11 +2,14 @@
 
 use url::Url;
 
-use super::{config::PartnerConfig, error::PartnerConfigError};
+use super::{
+    config::{MAX_MAX_TOKEN_BYTES, MAX_REFRESH_TIMEOUT_SECS, PartnerConfig},
+    error::PartnerConfigError,
+};
 
 const MAX_NAME_LEN: usize = 64;
 
-/// The callback path for a partner (C3: one path per partner, so a response can only ever be
+/// The callback path for a partner (one path per partner, so a response can only ever be
 /// attributed to the partner whose path it arrived on).
 pub fn callback_path(name: &str) -> String {
     format!("/v1/oauth/{name}/callback")
@@ -69,6 +72,22 @@ pub(crate) fn validate(name: &str, config: &PartnerConfig) -> Result<(), Partner
     if config.request_timeout_secs == 0 {
         return Err(PartnerConfigError::ZeroTimeout { partner: partner() });
     }
+    let refresh = config.refresh_timeout().as_secs();
+    if refresh < config.request_timeout_secs || refresh > MAX_REFRESH_TIMEOUT_SECS {
+        return Err(PartnerConfigError::RefreshTimeout {
+            partner: partner(),
+            refresh,
+            request: config.request_timeout_secs,
+            max: MAX_REFRESH_TIMEOUT_SECS,
+        });
+    }
+    if !(1..=MAX_MAX_TOKEN_BYTES).contains(&config.max_token_bytes) {
+        return Err(PartnerConfigError::MaxTokenBytes {
+            partner: partner(),
+            value: config.max_token_bytes,
+            max: MAX_MAX_TOKEN_BYTES,
+        });
+    }
     match &config.issuer {
         Some(issuer) if issuer.is_empty() => {
             return Err(PartnerConfigError::Empty {
@@ -84,7 +103,8 @@ pub(crate) fn validate(name: &str, config: &PartnerConfig) -> Result<(), Partner
     Ok(())
 }
 
-/// Absolute http(s) with a host, no userinfo (credentials never in URLs, C7), no fragment
+/// Absolute http(s) with a host, no userinfo (credentials never in URLs,
+/// docs/oauth.md#client-authentication), no fragment
 /// (RFC 6749 §3.1, §3.1.2).
 fn is_plain_http_url(url: &Url) -> bool {
     matches!(url.scheme(), "http" | "https")
