@@ -130,7 +130,7 @@ impl Workflows {
                 )
                 .await;
         };
-        let policy = client.config().sync.clone();
+        let policy = client.sync_policy().clone();
         let transfer = client.config().transfer.clone();
         let ctx = MappingContext {
             upload_id: format!("tributary-{}", lease.connection.id.as_uuid().simple()),
@@ -433,7 +433,7 @@ impl Workflows {
     fn policy_of(&self, connection: &Connection) -> SyncPolicy {
         self.partners
             .get(connection.partner.as_str())
-            .map(|p| p.config().sync.clone())
+            .map(|p| p.sync_policy().clone())
             .unwrap_or_default()
     }
 

@@ -10,7 +10,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use engine::secret::SecretString;
+use engine::{schedule::SyncPolicy, secret::SecretString};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
     EndpointSet, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
@@ -60,6 +60,8 @@ struct Inner {
     timeout: Duration,
     /// Refresh-token grants only (docs/oauth.md#refresh-timeout).
     refresh_timeout: Duration,
+    /// The kind's policy with the configured overrides, resolved once at start-up.
+    sync: SyncPolicy,
     /// `config.scopes` space-joined; `None` when no scope is configured.
     requested_scope: Option<String>,
 }
@@ -127,10 +129,10 @@ impl PartnerClient {
     /// `/v1/oauth/<name>/callback` (docs/oauth.md#redirect-uri), URLs absolute http(s) without
     /// credentials or fragment, `client_id`/`client_secret` non-empty, scopes valid
     /// scope-tokens, timeout ≥ 1 s, the refresh timeout between that and
-    /// [`super::config::MAX_REFRESH_TIMEOUT_SECS`], `max_token_bytes` in range, and `require_issuer`
-    /// only with an `issuer`.
+    /// [`super::config::MAX_REFRESH_TIMEOUT_SECS`], `max_token_bytes` in range, `require_issuer`
+    /// only with an `issuer`, and the resolved sync policy valid.
     pub fn new(name: &str, config: PartnerConfig) -> Result<Self, PartnerConfigError> {
-        validate(name, &config)?;
+        let sync = validate(name, &config)?;
         let refresh_timeout = config.refresh_timeout();
         let timeout = Duration::from_secs(config.request_timeout_secs);
         let http = reqwest::Client::builder()
@@ -164,6 +166,7 @@ impl PartnerClient {
                 http,
                 timeout,
                 refresh_timeout,
+                sync,
                 requested_scope,
             }),
         })
@@ -175,6 +178,12 @@ impl PartnerClient {
 
     pub fn config(&self) -> &PartnerConfig {
         &self.inner.config
+    }
+
+    /// The sync policy in force: the partner kind's, with `[partners.<name>.sync]` applied
+    /// field by field (docs/oauth.md#partner-kinds-and-their-sync-policy).
+    pub fn sync_policy(&self) -> &SyncPolicy {
+        &self.inner.sync
     }
 
     /// A fresh authorization request, with new state and PKCE verifier each call.

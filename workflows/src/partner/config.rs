@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use engine::secret::SecretString;
+use engine::{
+    schedule::{Blackout, ScheduleError, SyncPolicy},
+    secret::SecretString,
+};
 use serde::Deserialize;
 use url::Url;
 
@@ -25,6 +28,18 @@ pub enum PartnerKind {
     Dexcom,
     /// Insulin pump cloud with cursor-paged basal and bolus records (the sandbox's own design).
     Pump,
+}
+
+impl PartnerKind {
+    /// The partner's documented sync policy, used for every field `[partners.<name>.sync]` leaves
+    /// out (docs/oauth.md#partner-kinds-and-their-sync-policy).
+    pub fn sync_policy(self) -> SyncPolicy {
+        match self {
+            Self::Dexcom => SyncPolicy::dexcom(),
+            // No published policy: the generic interval, no blackout.
+            Self::Pump => SyncPolicy::default(),
+        }
+    }
 }
 
 /// How we authenticate to the partner's token and revocation endpoints (RFC 6749 §2.3.1).
@@ -104,9 +119,10 @@ pub struct PartnerConfig {
     /// more pages left is an error, never a silent truncation.
     #[serde(default = "default_max_pages_per_fetch")]
     pub max_pages_per_fetch: u32,
-    /// When transfers run: the jittered interval and blackout windows (`[partners.<name>.sync]`).
+    /// When transfers run (`[partners.<name>.sync]`), as configured: overrides of the kind's
+    /// policy. The policy in force is [`Self::sync_policy`].
     #[serde(default)]
-    pub sync: engine::schedule::SyncPolicy,
+    pub sync: SyncConfig,
     /// How transfers read and retry (`[partners.<name>.transfer]`).
     #[serde(default)]
     pub transfer: crate::fetch::TransferConfig,
@@ -119,6 +135,49 @@ impl PartnerConfig {
             self.refresh_timeout_secs
                 .unwrap_or(DEFAULT_REFRESH_TIMEOUT_SECS.max(self.request_timeout_secs)),
         )
+    }
+
+    /// The sync policy in force: the kind's, with each field `[sync]` sets replacing the kind's
+    /// value, validated as a whole.
+    pub fn sync_policy(&self) -> Result<SyncPolicy, ScheduleError> {
+        self.sync.resolve(self.kind)
+    }
+}
+
+/// `[partners.<name>.sync]` as written. Every field is optional; an absent one keeps the partner
+/// kind's value ([`PartnerKind::sync_policy`]). `blackouts = []` removes the kind's blackouts, and
+/// a list replaces them (it is not appended).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Shortest gap between two regular syncs of one connection, in seconds.
+    #[serde(default)]
+    pub interval_min_secs: Option<u64>,
+    /// Longest gap, in seconds; the next run is uniform between the two.
+    #[serde(default)]
+    pub interval_max_secs: Option<u64>,
+    /// Spans during which the partner must not be called.
+    #[serde(default)]
+    pub blackouts: Option<Vec<Blackout>>,
+    /// Random spread after a blackout's end, in seconds.
+    #[serde(default)]
+    pub blackout_spread_secs: Option<u64>,
+}
+
+impl SyncConfig {
+    /// `kind`'s policy with these overrides applied, validated.
+    pub fn resolve(&self, kind: PartnerKind) -> Result<SyncPolicy, ScheduleError> {
+        let base = kind.sync_policy();
+        let policy = SyncPolicy {
+            interval_min_secs: self.interval_min_secs.unwrap_or(base.interval_min_secs),
+            interval_max_secs: self.interval_max_secs.unwrap_or(base.interval_max_secs),
+            blackouts: self.blackouts.clone().unwrap_or(base.blackouts),
+            blackout_spread_secs: self
+                .blackout_spread_secs
+                .unwrap_or(base.blackout_spread_secs),
+        };
+        policy.validate()?;
+        Ok(policy)
     }
 }
 

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use engine::schedule::ScheduleError;
+
 /// Why a token-endpoint or revocation request failed. The mapping is total: every response and
 /// every transport failure lands in exactly one variant (docs/oauth.md#token-endpoint-errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,6 +187,13 @@ pub enum PartnerConfigError {
         partner: String,
         value: usize,
         max: usize,
+    },
+    /// The sync policy, the partner kind's defaults with `[partners.<name>.sync]` applied, is
+    /// invalid.
+    #[error("partner {partner}: sync: {reason}")]
+    Sync {
+        partner: String,
+        reason: ScheduleError,
     },
     #[error("partner {partner}: require_issuer is set but no issuer is configured")]
     IssuerRequiredButMissing { partner: String },

@@ -2,7 +2,8 @@
 //! written down in docs/oauth.md.
 //!
 //! # Layout
-//! - `config`: `PartnerConfig`, as read from `[partners.<name>]`.
+//! - `config`: `PartnerConfig`, as read from `[partners.<name>]`; `SyncConfig`, the `[sync]`
+//!   block, resolved against the partner kind's policy.
 //! - `client`: `PartnerClient`: authorization requests, code exchange, refresh, revocation,
 //!   issuer check, refusal of unusable token responses.
 //! - `error`: `OAuthError` (retryable versus permanent, decided once), callback errors,
@@ -24,7 +25,7 @@ mod transport;
 mod validate;
 
 pub use client::{AuthorizationRequest, PartnerClient, TokenGrant};
-pub use config::{ClientAuth, PartnerConfig, PartnerKind};
+pub use config::{ClientAuth, PartnerConfig, PartnerKind, SyncConfig};
 pub use error::{
     CallbackError, CallbackErrorKind, OAuthError, PartnerConfigError, classify_callback_error,
 };

@@ -1,5 +1,6 @@
 //! Start-up checks of a partner's configuration: fail at boot, not at a user's first connect.
 
+use engine::schedule::SyncPolicy;
 use url::Url;
 
 use super::{
@@ -15,7 +16,12 @@ pub fn callback_path(name: &str) -> String {
     format!("/v1/oauth/{name}/callback")
 }
 
-pub(crate) fn validate(name: &str, config: &PartnerConfig) -> Result<(), PartnerConfigError> {
+/// Checks everything about `config` that can be checked without the network, and returns the
+/// sync policy in force (the kind's, with the configured overrides).
+pub(crate) fn validate(
+    name: &str,
+    config: &PartnerConfig,
+) -> Result<SyncPolicy, PartnerConfigError> {
     let valid_name = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
@@ -100,7 +106,12 @@ pub(crate) fn validate(name: &str, config: &PartnerConfig) -> Result<(), Partner
         }
         _ => {}
     }
-    Ok(())
+    config
+        .sync_policy()
+        .map_err(|reason| PartnerConfigError::Sync {
+            partner: partner(),
+            reason,
+        })
 }
 
 /// Absolute http(s) with a host, no userinfo (credentials never in URLs,
