@@ -109,9 +109,9 @@ pub struct TokenGrant {
     /// `now + expires_in`; `None` when the partner sent no usable lifetime (or it overflows):
     /// the caller then relies on a 401 from the data API to trigger a refresh.
     pub expires_at: Option<DateTime<Utc>>,
-    /// The granted scope (docs/oauth.md#scopes), space-joined. When the partner omits it (RFC 6749 §5.1: granted
-    /// equals requested), the configured scopes. On refresh the caller may prefer the scope it
-    /// stored at exchange time.
+    /// The granted scope (docs/oauth.md#scopes), space-joined. When the partner omits it
+    /// (RFC 6749 §5.1: granted equals requested), the configured scopes. On refresh the caller
+    /// may prefer the scope it stored at exchange time.
     pub scope: Option<String>,
 }
 

@@ -27,9 +27,9 @@ pub(crate) fn new_pkce() -> (PkceCodeChallenge, SecretString) {
     (challenge, verifier)
 }
 
-/// How `state` is stored (docs/oauth.md#state): SHA-256, lowercase hex. The callback's `state` is hashed the same
-/// way and looked up; the raw value never touches the database. No salt is needed: the input has
-/// 256 bits of entropy.
+/// How `state` is stored (docs/oauth.md#state): SHA-256, lowercase hex. The callback's `state` is
+/// hashed the same way and looked up; the raw value never touches the database. No salt is
+/// needed: the input has 256 bits of entropy.
 pub fn hash_state(state: &str) -> String {
     Sha256::digest(state.as_bytes())
         .iter()

@@ -104,7 +104,8 @@ fn unknown_or_malformed_sync_fields_are_rejected_when_read() {
     value["sync"] = json!({ "interval_minutes": 5 });
     let err = serde_json::from_value::<PartnerConfig>(value.clone()).unwrap_err();
     assert!(err.to_string().contains("unknown field"), "{err}");
-    value["sync"] = json!({ "blackouts": [{ "daily": { "start": "25:00", "end": "03:00", "time_zone": "UTC" } }] });
+    let bad_time = json!({ "daily": { "start": "25:00", "end": "03:00", "time_zone": "UTC" } });
+    value["sync"] = json!({ "blackouts": [bad_time] });
     let err = serde_json::from_value::<PartnerConfig>(value).unwrap_err();
     assert!(err.to_string().contains("invalid time of day"), "{err}");
 }
