@@ -178,7 +178,7 @@ impl Workflows {
     pub(super) fn policy_of(&self, connection: &Connection) -> SyncPolicy {
         self.partners
             .get(connection.partner.as_str())
-            .map(|p| p.config().sync.clone())
+            .map(|p| p.sync_policy().clone())
             .unwrap_or_default()
     }
 

@@ -110,7 +110,7 @@ impl Workflows {
                 )
                 .await;
         };
-        let policy = client.config().sync.clone();
+        let policy = client.sync_policy().clone();
         let transfer = client.config().transfer.clone();
         let ctx = MappingContext {
             upload_id: format!("tributary-{}", lease.connection.id.as_uuid().simple()),
