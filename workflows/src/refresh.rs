@@ -111,9 +111,14 @@ impl Workflows {
             }
             Err(OAuthError::InvalidGrant) => invalid_grant_change(&locked, actor),
             Err(OAuthError::Configuration { code }) => {
+                // Our client rejected by the token endpoint (`invalid_client` & co.), or a token
+                // response we refuse (`unsupported_token_type`, `token_too_large`).
                 let alert = ErrorInfo::new(
                     "partner_configuration",
-                    format!("token endpoint rejected our client during refresh: {code}"),
+                    format!(
+                        "a refresh failed on a configuration fault ({code}): check the client's \
+                         registration at the partner and the partner's token responses"
+                    ),
                 );
                 Change::new(Event::RefreshMisconfigured { retry_at, alert }, actor).error(
                     ErrorInfo::new(
