@@ -4,7 +4,9 @@
 
 mod callbacks;
 mod connect;
+mod harness;
 mod helpers;
 mod lifecycle;
 mod steps;
 mod transfer;
+mod transfer_faults;

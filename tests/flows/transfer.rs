@@ -1,173 +1,24 @@
 //! Data transfer through the sandbox, time injected (never slept): exactly the partner's
-//! records, across cycles, through crashes, late publication, races and faults.
+//! records, across cycles, through crashes, late publication and races.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::collections::BTreeSet;
 
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use engine::{clock::ManualClock, ids::ConnectionId, state::State, testing::TestDb};
+use chrono::TimeDelta;
+use engine::{state::State, testing::TestDb};
 use sandbox::data;
-use tributary::serve::Application;
 use workflows::fetch::FetchReport;
 
-use crate::helpers::{TestApp, test_config};
+use crate::{
+    harness::{Harness, assert_same, assert_same_at, expected, t0, user_at_partner},
+    helpers::{TestApp, test_config},
+};
 
 engine::backend_tests!(
     transfer_stores_exactly_the_partner_records_across_cycles,
     late_published_gap_is_stored_on_a_later_cycle,
     racing_workers_store_one_set,
     a_fetch_stopped_at_each_boundary_resumes_to_the_same_set,
-    partner_faults_end_in_the_right_states,
-    workers_start_the_first_sync_within_seconds,
 );
-
-/// 2026-03-10 12:00 UTC: a Tuesday, outside Dexcom's nightly blackout.
-fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 10, 12, 0, 0).unwrap()
-}
-
-struct Harness {
-    app: TestApp,
-    clock: ManualClock,
-}
-
-impl Harness {
-    async fn new(db: &TestDb) -> Self {
-        Self::with_config(test_config(db)).await
-    }
-
-    async fn with_config(config: tributary::config::Config) -> Self {
-        let clock = ManualClock::new(t0());
-        let app = Application::build_with_clock(config, Arc::new(clock.clone()))
-            .await
-            .unwrap()
-            .without_dispatch();
-        let app = TestApp::from_app(app);
-        app.sandbox.set_now(Some(t0()));
-        Self { app, clock }
-    }
-
-    fn set_now(&self, t: DateTime<Utc>) {
-        self.clock.set(t);
-        self.app.sandbox.set_now(Some(t));
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        use engine::clock::Clock;
-        self.clock.now()
-    }
-
-    /// One scheduled cycle: claim what is due and run its fetch.
-    async fn cycle(&self) -> Vec<FetchReport> {
-        let store = self.app.workflows.store();
-        let claimed = store
-            .claim_due(100, std::time::Duration::from_secs(120))
-            .await
-            .unwrap();
-        let mut reports = Vec::new();
-        for c in claimed {
-            reports.push(self.app.workflows.run_fetch(c.id, c.version).await.unwrap());
-        }
-        reports
-    }
-
-    /// Claims the one due connection, waiting (in real time, bounded) while an aborted run's
-    /// last commit, which runs to its end on its own task, still holds the row: `SKIP LOCKED`
-    /// claims pass over a row that is being written.
-    async fn claim_when_free(&self, id: ConnectionId) -> engine::store::Claimed {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let claimed = self
-                .app
-                .workflows
-                .store()
-                .claim_due(10, std::time::Duration::from_secs(120))
-                .await
-                .unwrap();
-            if let Some(c) = claimed.into_iter().find(|c| c.id == id) {
-                return c;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the due connection was not claimable within 10 s"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Advances both clocks to the connection's next sync and runs that cycle.
-    async fn next_cycle(&self, id: ConnectionId) -> Vec<FetchReport> {
-        let next = self
-            .app
-            .workflows
-            .store()
-            .get(id)
-            .await
-            .unwrap()
-            .next_sync_at
-            .unwrap();
-        self.set_now(next.max(self.now()) + TimeDelta::seconds(1));
-        self.cycle().await
-    }
-
-    async fn stored(&self, id: ConnectionId) -> BTreeSet<String> {
-        self.app
-            .workflows
-            .store()
-            .record_ids(id, true)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| !r.starts_with("device:"))
-            .collect()
-    }
-}
-
-/// Every CGM record id the sandbox will ever publish for `user` with time in [start, end].
-fn expected(
-    user: &str,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    app: &TestApp,
-) -> BTreeSet<String> {
-    let ctx = app.sandbox.data_context();
-    let mut ids = BTreeSet::new();
-    ids.extend(
-        data::expected_egvs(&ctx, user, start, end)
-            .into_iter()
-            .map(|r| r.record_id),
-    );
-    ids.extend(
-        data::expected_calibrations(&ctx, user, start, end)
-            .into_iter()
-            .map(|r| r.record_id),
-    );
-    ids.extend(
-        data::expected_events(&ctx, user, start, end)
-            .into_iter()
-            .map(|r| r.record_id),
-    );
-    ids.extend(
-        data::expected_alerts(&ctx, user, start, end)
-            .into_iter()
-            .map(|r| r.record_id),
-    );
-    ids
-}
-
-/// Set equality, reported as counts and a few examples rather than thousands of ids.
-fn assert_same(stored: &BTreeSet<String>, expected: &BTreeSet<String>) {
-    let missing: Vec<_> = expected.difference(stored).take(3).collect();
-    let extra: Vec<_> = stored.difference(expected).take(3).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "stored {} expected {}: missing {} (e.g. {missing:?}), extra {} (e.g. {extra:?})",
-        stored.len(),
-        expected.len(),
-        expected.difference(stored).count(),
-        stored.difference(expected).count()
-    );
-    assert!(!expected.is_empty());
-}
 
 async fn transfer_stores_exactly_the_partner_records_across_cycles(db: &TestDb) {
     let h = Harness::new(db).await;
@@ -500,23 +351,6 @@ async fn a_fetch_stopped_at_each_boundary_resumes_to_the_same_set(db: &TestDb) {
     }
 }
 
-fn user_at_partner(user: &str) -> String {
-    format!("{user}-at-partner")
-}
-
-/// [`assert_same`] naming the failpoint and the moment; `want` may be empty.
-fn assert_same_at(point: &str, when: &str, want: &BTreeSet<String>, got: &BTreeSet<String>) {
-    let missing: Vec<_> = want.difference(got).take(3).collect();
-    let extra: Vec<_> = got.difference(want).take(3).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{point}, {when}: {} missing (e.g. {missing:?}), {} extra (e.g. {extra:?}) of {} expected",
-        want.difference(got).count(),
-        got.difference(want).count(),
-        want.len()
-    );
-}
-
 async fn racing_workers_store_one_set(db: &TestDb) {
     let h = Harness::new(db).await;
     let connection = h.app.connect_fully("dan", "sandbox-cgm").await;
@@ -554,134 +388,4 @@ async fn racing_workers_store_one_set(db: &TestDb) {
             .is_empty()
     );
     h.app.stop().await;
-}
-
-async fn partner_faults_end_in_the_right_states(db: &TestDb) {
-    let mut config = test_config(db);
-    // Short enough to test a slow partner, long enough for a loaded test machine.
-    config.sandbox.request_timeout_secs = 3;
-    let h = Harness::with_config(config).await;
-    let connection = h.app.connect_fully("eve", "sandbox-cgm").await;
-    let id = TestApp::id(&connection);
-    h.cycle().await;
-    let store = h.app.workflows.store().clone();
-
-    // 5xx: retried later with backoff, counted, still active.
-    h.app.sandbox.faults().update(|f| f.fail_next.data = 1);
-    let reports = h.next_cycle(id).await;
-    assert!(
-        matches!(&reports[..], [FetchReport::Failed { code }] if code == "partner_unavailable"),
-        "{reports:?}"
-    );
-    let c = store.get(id).await.unwrap();
-    assert_eq!((c.state, c.failure_count), (State::Active, 1));
-    assert!(c.next_sync_at.unwrap() > h.now() + TimeDelta::minutes(2));
-    // A success resets the count.
-    h.next_cycle(id).await;
-    assert_eq!(store.get(id).await.unwrap().failure_count, 0);
-
-    // 429: waits as Retry-After says, not counted.
-    h.app.sandbox.faults().update(|f| {
-        f.rate_limit_next.data = 1;
-        f.retry_after_secs = 600;
-    });
-    h.next_cycle(id).await;
-    let c = store.get(id).await.unwrap();
-    assert_eq!(c.failure_count, 0);
-    assert_eq!(c.last_error.unwrap().code, "rate_limited");
-    let wait = c.next_sync_at.unwrap() - h.now();
-    assert!(wait >= TimeDelta::seconds(600), "{wait}");
-
-    // Malformed body: transient.
-    h.app.sandbox.faults().update(|f| f.malformed_next.data = 1);
-    h.next_cycle(id).await;
-    assert_eq!(store.get(id).await.unwrap().failure_count, 1);
-
-    // A partner slower than the request timeout (3 s here): transient, counted, retried later.
-    h.app.sandbox.faults().update(|f| f.latency_ms = 4000);
-    let reports = h.next_cycle(id).await;
-    h.app.sandbox.faults().update(|f| f.latency_ms = 0);
-    assert!(
-        matches!(&reports[..], [FetchReport::Failed { .. }]),
-        "{reports:?}"
-    );
-    let c = store.get(id).await.unwrap();
-    assert_eq!((c.state, c.failure_count), (State::Active, 2));
-    let error = c.last_error.unwrap();
-    assert!(error.message.contains("timed out after 3s"), "{error:?}");
-    assert!(c.next_sync_at.unwrap() > h.now() + TimeDelta::minutes(2));
-
-    // An expired access token is refreshed inline and the transfer succeeds.
-    h.next_cycle(id).await;
-    h.set_now(h.now() + TimeDelta::hours(3));
-    let reports = h.cycle().await;
-    assert!(
-        matches!(&reports[..], [FetchReport::Completed { .. }]),
-        "{reports:?}"
-    );
-    assert!(
-        h.app
-            .events(&id.to_string())
-            .await
-            .iter()
-            .any(|e| e["event"] == "refreshed")
-    );
-
-    // Failures beyond the budget (30 h) fail the connection.
-    h.app.sandbox.faults().update(|f| f.maintenance_now = true);
-    let started = h.now();
-    while store.get(id).await.unwrap().state == State::Active
-        && h.now() - started < TimeDelta::hours(40)
-    {
-        h.next_cycle(id).await;
-    }
-    let c = store.get(id).await.unwrap();
-    assert_eq!(c.state, State::Failed, "{c:?}");
-    assert!(h.now() - started >= TimeDelta::hours(30));
-    h.app.sandbox.faults().update(|f| f.maintenance_now = false);
-
-    // A partner-side revocation ends in `revoked`.
-    let (_, again) = h.app.connect("eve", "sandbox-cgm").await;
-    let callback = h
-        .app
-        .consent(
-            again["authorizeUrl"].as_str().unwrap(),
-            "eve-at-partner",
-            true,
-        )
-        .await;
-    h.app.follow_callback(&callback).await;
-    h.app
-        .sandbox
-        .revoke_user(sandbox::Flavor::Cgm, "eve-at-partner");
-    h.set_now(h.now() + TimeDelta::seconds(5));
-    h.cycle().await;
-    let c = store.get(id).await.unwrap();
-    assert_eq!(c.state, State::Revoked);
-    assert_eq!(c.last_error.unwrap().code, "invalid_grant");
-    h.app.stop().await;
-}
-
-async fn workers_start_the_first_sync_within_seconds(db: &TestDb) {
-    let app = TestApp::from_app(Application::build(test_config(db)).await.unwrap());
-    let connection = app.connect_fully("fay", "sandbox-pump").await;
-    let id = TestApp::id(&connection);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let c = app.workflows.store().get(id).await.unwrap();
-        if c.last_sync_at.is_some() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "first sync did not start: {c:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let (status, page) = app
-        .get("/v1/users/fay/data?type=bolus", &app.user_token("fay"))
-        .await;
-    assert_eq!(status, reqwest::StatusCode::OK);
-    assert!(!page["data"].as_array().unwrap().is_empty(), "{page}");
-    app.stop().await;
 }

@@ -201,7 +201,25 @@ impl Store {
         fetched_through: Option<DateTime<Utc>>,
         extend: Duration,
     ) -> Result<ChunkStats> {
-        self.commit(lease, chunk, fetched_through, Tail::Extend(extend))
+        self.commit_chunk_marking(lease, chunk, fetched_through, extend, false)
+            .await
+    }
+
+    /// [`Store::commit_chunk`] that, with `reread`, also records that the partner's late-change
+    /// horizon has now been read (`reread_at`), in the same transaction.
+    pub async fn commit_chunk_marking(
+        &self,
+        lease: &mut SyncLease,
+        chunk: Chunk,
+        fetched_through: Option<DateTime<Utc>>,
+        extend: Duration,
+        reread: bool,
+    ) -> Result<ChunkStats> {
+        let tail = Tail::Extend {
+            lease: extend,
+            reread,
+        };
+        self.commit(lease, chunk, fetched_through, tail)
             .await
             .map(|(stats, _)| stats)
     }
@@ -376,7 +394,9 @@ impl Store {
             .iter()
             .map(|r| {
                 let (until, fin, next, reread) = match r.tail {
-                    Tail::Extend(extend) => (Some(time(now + delta(extend))), false, None, false),
+                    Tail::Extend { lease, reread } => {
+                        (Some(time(now + delta(lease))), false, None, reread)
+                    }
                     Tail::Finish {
                         next_sync_at,
                         reread,

@@ -102,8 +102,9 @@ pub enum SyncEnd {
 /// What a chunk commit does besides storing records.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Tail {
-    /// More chunks follow: extend the lease by this much.
-    Extend(Duration),
+    /// More chunks follow: extend the lease by this much; `reread`: this chunk completes a
+    /// re-read of the partner's late-change horizon.
+    Extend { lease: Duration, reread: bool },
     /// The last chunk: the run completes, next run at `next_sync_at`; `reread` when the run
     /// re-read the partner's late-change horizon.
     Finish {

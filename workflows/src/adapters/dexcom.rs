@@ -27,6 +27,7 @@ pub(super) async fn fetch(
     token: &SecretString,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    kinds: Option<&[RecordKind]>,
 ) -> Result<Vec<RawRecord>, FetchError> {
     let Some((start, end)) = whole_seconds(start, end) else {
         return Ok(Vec::new());
@@ -34,6 +35,9 @@ pub(super) async fn fetch(
     let (start, end) = (dexcom_time(start), dexcom_time(end));
     let mut out = Vec::new();
     for (endpoint, kind) in LISTS {
+        if kinds.is_some_and(|k| !k.contains(&kind)) {
+            continue;
+        }
         let mut url = inner.url(&["v3", "users", "self", endpoint]);
         url.query_pairs_mut()
             .append_pair("startDate", &start)

@@ -164,6 +164,7 @@ impl DataClient {
         access_token: &SecretString,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
+        kinds: Option<&[crate::records::RecordKind]>,
     ) -> Result<Vec<RawRecord>, FetchError> {
         if end <= start {
             return Err(FetchError::configuration(
@@ -182,8 +183,10 @@ impl DataClient {
             ));
         }
         match self.inner.kind {
-            PartnerKind::Dexcom => dexcom::fetch(&self.inner, access_token, start, end).await,
-            PartnerKind::Pump => pump::fetch(&self.inner, access_token, start, end).await,
+            PartnerKind::Dexcom => {
+                dexcom::fetch(&self.inner, access_token, start, end, kinds).await
+            }
+            PartnerKind::Pump => pump::fetch(&self.inner, access_token, start, end, kinds).await,
         }
     }
 

@@ -15,12 +15,16 @@ pub(super) async fn fetch(
     token: &SecretString,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+    kinds: Option<&[RecordKind]>,
 ) -> Result<Vec<RawRecord>, FetchError> {
     let start = start.to_rfc3339_opts(SecondsFormat::AutoSi, true);
     let end = end.to_rfc3339_opts(SecondsFormat::AutoSi, true);
     let limit = inner.page_size.to_string();
     let mut out = Vec::new();
     for (endpoint, kind) in LISTS {
+        if kinds.is_some_and(|k| !k.contains(&kind)) {
+            continue;
+        }
         let mut cursor: Option<String> = None;
         let mut pages = 0;
         loop {

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use crate::{partner::PartnerKind, records::RecordKind};
+
 /// How transfers read, check and retry. Bounds are checked at start (the configuration's
 /// validation); defaults are here, once.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -26,6 +28,51 @@ pub struct TransferConfig {
     pub window_slack_secs: u64,
     /// A record dated more than this after the current time is implausible. Default 3600.
     pub max_future_secs: u64,
+    /// Record kinds the partner changes long after their time, re-read over a horizon of their
+    /// own (docs/transfers.md#late-changes). Unset: the partner kind's default (Dexcom: events,
+    /// 7 days, once a day; pump: none). `reread = { kinds = [] }` turns it off.
+    pub reread: Option<RereadConfig>,
+}
+
+/// The late-change horizon: `kinds` re-read over the last `horizon_secs`, once per
+/// `interval_secs` (an overlap of its own, far longer than `overlap_secs` but only for the kinds
+/// a partner corrects or deletes late, and only now and then).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RereadConfig {
+    pub kinds: Vec<RecordKind>,
+    /// Default 604800 (7 days).
+    pub horizon_secs: u64,
+    /// Default 86400 (once a day).
+    pub interval_secs: u64,
+}
+
+impl Default for RereadConfig {
+    fn default() -> Self {
+        Self {
+            kinds: Vec::new(),
+            horizon_secs: 7 * 86_400,
+            interval_secs: 86_400,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// The late-change horizon in force for a partner of `kind`: configured, else the kind's.
+    /// `None`: nothing is re-read.
+    pub fn reread_for(&self, kind: PartnerKind) -> Option<RereadConfig> {
+        let reread = match &self.reread {
+            Some(configured) => configured.clone(),
+            // Dexcom corrects and deletes user events (`eventStatus`) well after their time:
+            // the sandbox deletes one 6 h after it, beyond the 4 h overlap.
+            None if kind == PartnerKind::Dexcom => RereadConfig {
+                kinds: vec![RecordKind::Event],
+                ..RereadConfig::default()
+            },
+            None => return None,
+        };
+        (!reread.kinds.is_empty()).then_some(reread)
+    }
 }
 
 impl Default for TransferConfig {
@@ -38,6 +85,7 @@ impl Default for TransferConfig {
             retry_cap_secs: 6 * 3600,
             window_slack_secs: 86_400,
             max_future_secs: 3600,
+            reread: None,
         }
     }
 }

@@ -14,19 +14,22 @@ mod config;
 mod failure;
 mod plausible;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use engine::{
     StoreError, failpoint,
     ids::ConnectionId,
-    model::{Actor, ErrorInfo},
+    model::{Actor, Connection, ErrorInfo},
     schedule::SyncPolicy,
     secret::SecretString,
     store::{Chunk, ChunkStats, SkippedRecord, SyncEnd, SyncLease},
 };
 
-pub use self::config::TransferConfig;
+pub use self::config::{RereadConfig, TransferConfig};
 use self::plausible::Plausible;
 use crate::{
     RefreshOutcome, Workflows,
@@ -129,12 +132,31 @@ impl Workflows {
             Some(through) => (through - secs(transfer.overlap_secs)).min(now),
             None => backfill_start,
         };
+        let horizon = transfer.reread_for(client.config().kind);
+        let reread = horizon
+            .clone()
+            .filter(|r| reread_due(r, &lease.connection, now));
+        // A backfill reads the whole horizon too: its first window records a re-read.
+        let mut backfill_marks = horizon.is_some() && lease.connection.fetched_through.is_none();
+        // Re-read windows first: older than the cursor's overlap, they never move the cursor.
+        let mut rereads: VecDeque<(DateTime<Utc>, DateTime<Utc>)> = match &reread {
+            Some(r) => windows_between(
+                (now - secs(r.horizon_secs)).max(backfill_start),
+                from,
+                data.max_window(),
+            ),
+            None => VecDeque::new(),
+        };
         let mut windows = 0;
         let mut totals = ChunkStatsReport::default();
         loop {
-            let to = (from + data.max_window()).min(now);
-            let last = to >= now;
-            let raw = match data.fetch_window(&token, from, to).await {
+            let (start, to, kinds) = match rereads.front() {
+                Some(&(start, end)) => (start, end, reread.as_ref().map(|r| r.kinds.as_slice())),
+                None => (from, (from + data.max_window()).min(now), None),
+            };
+            let advances = kinds.is_none();
+            let last = advances && to >= now;
+            let raw = match data.fetch_window(&token, start, to, kinds).await {
                 Ok(raw) => raw,
                 Err(FetchError::Unauthorized) if !refreshed => {
                     refreshed = true;
@@ -151,19 +173,24 @@ impl Workflows {
             let mapped = map_records(&ctx, &raw);
             drop(raw);
             failpoints.hit(failpoint::FETCH_WINDOW_RECEIVED)?;
-            let plausible = Plausible::new(from, to, self.store.clock().now(), &transfer);
+            let plausible = Plausible::new(start, to, self.store.clock().now(), &transfer);
             let chunk = chunk_of(id, mapped, &plausible);
+            // The last re-read window, or a backfill's first window, records the re-read in
+            // its own commit, so a run that yields later does not read the horizon again.
+            let marks = std::mem::take(&mut backfill_marks) && advances
+                || (!advances && rereads.len() == 1);
             let committed = if last {
                 // The last window's commit also ends the run: one transaction.
                 let next_sync_at = policy.next_sync(self.store.clock().now(), &mut rand::rng());
                 failpoints.hit(failpoint::FETCH_BEFORE_FINISH)?;
                 self.store
-                    .commit_last_chunk(&mut lease, chunk, to, next_sync_at, false)
+                    .commit_last_chunk(&mut lease, chunk, to, next_sync_at, marks)
                     .await
                     .map(|(stats, _)| stats)
             } else {
+                let cursor = advances.then_some(to);
                 self.store
-                    .commit_chunk(&mut lease, chunk, Some(to), settings.fetch_lease)
+                    .commit_chunk_marking(&mut lease, chunk, cursor, settings.fetch_lease, marks)
                     .await
             };
             match committed {
@@ -181,6 +208,12 @@ impl Workflows {
                 });
             }
             failpoints.hit(failpoint::FETCH_WINDOW_COMMITTED)?;
+            if !advances {
+                // Re-read windows are few (the horizon over the partner's window) and their
+                // progress is not recorded until the last: never yield between them.
+                rereads.pop_front();
+                continue;
+            }
             from = to;
             if started.elapsed() >= settings.max_run {
                 // A long backfill yields: due again at once, behind whatever else is due.
@@ -270,6 +303,31 @@ impl Workflows {
             }
         }
     }
+}
+
+/// Whether the late-change horizon is due: last read an interval ago, or never read by a
+/// connection that has transferred before (a new connection's backfill reads it anyway).
+fn reread_due(reread: &RereadConfig, connection: &Connection, now: DateTime<Utc>) -> bool {
+    match connection.reread_at {
+        Some(read) => now - read >= secs(reread.interval_secs),
+        None => connection.fetched_through.is_some(),
+    }
+}
+
+/// `[start, end)` cut into windows of at most `max`.
+fn windows_between(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    max: TimeDelta,
+) -> VecDeque<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut windows = VecDeque::new();
+    let mut at = start;
+    while at < end {
+        let next = (at + max).min(end);
+        windows.push_back((at, next));
+        at = next;
+    }
+    windows
 }
 
 /// A window's mapped records as a chunk to commit: implausible times skipped, each skipped

@@ -12,7 +12,7 @@ use crate::helpers::{TestSandbox, USER, t0};
 /// A one-hour window just before the frozen clock.
 async fn fetch(client: &DataClient, token: &SecretString) -> Result<usize, FetchError> {
     let records = client
-        .fetch_window(token, t0() - Duration::hours(1), t0())
+        .fetch_window(token, t0() - Duration::hours(1), t0(), None)
         .await?;
     Ok(records.len())
 }
@@ -198,7 +198,7 @@ async fn our_mistakes_are_configuration_errors() {
     let cgm_token = sb.connect(Flavor::Cgm).await;
     let wide = sb.client(Flavor::Cgm, |c| c.max_window_days = 31);
     let err = wide
-        .fetch_window(&cgm_token, t0() - Duration::days(31), t0())
+        .fetch_window(&cgm_token, t0() - Duration::days(31), t0(), None)
         .await
         .unwrap_err();
     assert!(

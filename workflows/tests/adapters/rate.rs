@@ -70,7 +70,7 @@ async fn clients_of_one_partner_share_one_limiter() {
     let start = StdInstant::now();
     let fetch = |c: &DataClient| {
         let (c, token) = (c.clone(), token.clone());
-        tokio::spawn(async move { c.fetch_window(&token, window.0, window.1).await })
+        tokio::spawn(async move { c.fetch_window(&token, window.0, window.1, None).await })
     };
     let tasks = [fetch(&a), fetch(&b), fetch(&a.clone()), fetch(&b)];
     for task in tasks {
