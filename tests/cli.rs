@@ -274,7 +274,7 @@ fn serve_prints_a_token_only_with_development_secrets() {
     for extra in [&[][..], &["--no-sandbox"]] {
         let dir = tempfile::tempdir().unwrap();
         let args = [&["serve", "--listen", "127.0.0.1:0"][..], extra].concat();
-        let printed = run_until(dir.path(), &args, &production_env(), "Bearer tokens");
+        let printed = run_until(dir.path(), &args, &production_env(), "Bearer");
         assert!(printed.contains(listening), "{args:?}: {printed}");
         assert!(
             !contains_jwt(&printed),
