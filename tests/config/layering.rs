@@ -39,6 +39,14 @@ fn defaults_run_out_of_the_box() {
     assert_eq!(c.workers.concurrency, 64);
     assert_eq!(c.workers.batch_size, 100);
     assert_eq!(c.workers.poll_interval_ms, 250);
+    // One source for each default: the queue's own defaults are the configuration's.
+    let queue = engine::jobs::QueueSettings::default();
+    assert_eq!(queue.concurrency, c.workers.concurrency);
+    assert_eq!(queue.batch_size, c.workers.batch_size);
+    assert_eq!(
+        queue.poll_interval,
+        std::time::Duration::from_millis(c.workers.poll_interval_ms)
+    );
     assert_eq!(c.database.connect_timeout_secs, 10);
     assert_eq!(c.dev_secrets_in_use, None);
 

@@ -98,3 +98,36 @@ fn partner_errors_name_the_key() {
         );
     }
 }
+
+/// One partner-name rule (`engine::ids::PartnerName::parse`), with one wording, for the
+/// configuration and the partner client alike.
+#[test]
+fn partner_names_follow_the_one_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = engine::ids::IdError::PartnerName.to_string();
+    for name in ["Acme", "acme_pump", "-acme", &"p".repeat(33)] {
+        let text = PARTNERS
+            .replace("[partners.acme-pump]", &format!("[partners.{name}]"))
+            .replace(
+                "/v1/oauth/acme-pump/callback",
+                &format!("/v1/oauth/{name}/callback"),
+            );
+        let file = write(dir.path(), "names.toml", &text);
+        let (key, msg) = load_err(Some(&file), env(&[]), CliOverrides::default());
+        assert_eq!(key, format!("partners.{name}"), "{msg}");
+        assert!(msg.ends_with(&rule), "{msg}");
+
+        let config = Config::load_from(
+            Some(&write(dir.path(), "ok.toml", PARTNERS)),
+            env(&[]),
+            CliOverrides::default(),
+        )
+        .unwrap()
+        .partners["acme-pump"]
+            .clone();
+        let err = workflows::partner::PartnerClient::new(name, config)
+            .err()
+            .expect("the client refuses the name too");
+        assert!(err.to_string().contains(&rule), "{err}");
+    }
+}
