@@ -306,11 +306,11 @@ impl Config {
         Ok(config)
     }
 
-    /// Refuses development conveniences under a production-like configuration
-    /// (`dev_secrets = false`). [`Config::load`] has checked this already; the server checks
-    /// again because a `Config` can also be built in code.
-    pub fn check_production_rules(&self) -> Result<(), ConfigError> {
-        validate::check_production_rules(self)
+    /// The checks [`Config::load`] makes (bounds, names, no development convenience under a
+    /// production-like configuration), for a `Config` built in code: the server runs them again
+    /// before it starts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        validate::check(self)
     }
 
     /// The layered sources, before extraction (useful to inspect where a value came from).

@@ -64,7 +64,7 @@ impl Application {
         config: Config,
         clock: engine::clock::SharedClock,
     ) -> anyhow::Result<Self> {
-        config.check_production_rules()?;
+        config.check()?;
         let jwt = config.auth.jwt_keys()?;
         let store = open_store(&config).await?.with_clock(clock);
 

@@ -45,7 +45,7 @@ pub(super) fn sandbox_follows_dev_mode(config: &mut Config, enabled_explicitly: 
 }
 
 /// A production-like configuration (`dev_secrets = false`) never mounts the sandbox.
-pub(super) fn check_production_rules(config: &Config) -> Result<(), ConfigError> {
+fn check_production_rules(config: &Config) -> Result<(), ConfigError> {
     if !config.dev_secrets && config.sandbox.enabled {
         return Err(ConfigError::invalid(
             "sandbox.enabled",
