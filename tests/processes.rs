@@ -256,12 +256,10 @@ async fn scenario(url: String) {
     );
 
     // Both original processes did work: the victim was seen mid-transfer (committed windows,
-    // its job running) before it was killed; the survivor finished transfers of its own.
+    // its job running) before it was killed; the survivor finished transfers of its own (its
+    // log says so: apalis's finished rows are purged within seconds, so counting them races
+    // with the purge; they are reported below for information only).
     let done = finished_jobs_by_process(&pool).await;
-    assert!(
-        done.get(&survivor).copied().unwrap_or(0) > 0,
-        "the surviving worker finished no fetch job: {done:?}"
-    );
     let survivor_log = workers.log(survivor);
     assert!(
         survivor_log.contains("fetch done"),

@@ -2,7 +2,7 @@
 //! journal.
 //! Roles `user` (own connections only), `service` and `ops`; see [`crate::security`].
 
-use engine::{StoreError, ids::PartnerName};
+use engine::ids::PartnerName;
 use poem::http::StatusCode;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 use workflows::{WorkflowError, Workflows};
@@ -320,17 +320,7 @@ impl ConnectionsApi {
             store
                 .request_sync(connection.id, interval)
                 .await
-                .map_err(|err| match err {
-                    StoreError::InvalidTransition(t) => Problem::new(
-                        StatusCode::CONFLICT,
-                        "invalid_transition",
-                        format!(
-                            "only active connections transfer data; this one is {}",
-                            t.from.map_or("new", |s| s.as_str())
-                        ),
-                    ),
-                    other => other.into(),
-                })
+                .map_err(Problem::from)
         };
         match result.await {
             Ok(Ok(connection)) => SyncResponse::Accepted(Json(connection.into())),

@@ -79,8 +79,16 @@ pub struct ConnectionJson {
     pub updated_at: DateTime<Utc>,
     pub state_changed_at: DateTime<Utc>,
     pub last_error: Option<ErrorInfoJson>,
-    /// Consecutive failures counted against the connection.
+    /// Consecutive failed transfers (the transfer backoff and the failure budget run on them).
     pub failure_count: u32,
+    /// Consecutive failed token refreshes, apart from the transfer streak.
+    pub refresh_failures: u32,
+    /// When the access token is next refreshed (a quarter of its lifetime before it expires, or
+    /// the retry after a failed refresh).
+    pub refresh_due_at: Option<DateTime<Utc>>,
+    /// Set when a refresh was interrupted after its request went out: its outcome is unknown
+    /// (with a partner that rotates refresh tokens, the next refresh may lose the grant).
+    pub refresh_outcome_unknown_at: Option<DateTime<Utc>>,
     pub paused: bool,
     /// When the current access token expires (not the token itself).
     pub token_expires_at: Option<DateTime<Utc>>,
@@ -96,10 +104,13 @@ pub struct ConnectionJson {
     pub fetched_through: Option<DateTime<Utc>>,
     /// Start of the current streak of failed transfers; `null` when the last one succeeded.
     pub failing_since: Option<DateTime<Utc>>,
-    /// Partner records that could not be mapped to the Tidepool model (an unknown enum value,
-    /// a bad number) and were skipped, over the connection's life. Nonzero means the partner
-    /// sends something we do not understand yet: the server log names the field.
+    /// Distinct partner records that could not be stored (unreadable, not mappable to the
+    /// Tidepool model, or dated implausibly) and were skipped, over the connection's life; a
+    /// record read again is not counted again. Nonzero means the partner sends something we do
+    /// not understand: the server log and the skipped-record list name the field and reason.
     pub records_skipped: u64,
+    /// Records that came twice in one response with different contents (the last one kept).
+    pub records_conflicting: u64,
 }
 
 impl From<Connection> for ConnectionJson {
@@ -115,6 +126,9 @@ impl From<Connection> for ConnectionJson {
             state_changed_at: c.state_changed_at,
             last_error: c.last_error.map(Into::into),
             failure_count: c.failure_count,
+            refresh_failures: c.refresh_failures,
+            refresh_due_at: c.refresh_due_at,
+            refresh_outcome_unknown_at: c.refresh_outcome_unknown_at,
             paused: c.paused,
             token_expires_at: c.token_expires_at,
             scope: c.scope,
@@ -125,6 +139,7 @@ impl From<Connection> for ConnectionJson {
             fetched_through: c.fetched_through,
             failing_since: c.failing_since,
             records_skipped: c.records_skipped,
+            records_conflicting: c.records_conflicting,
         }
     }
 }
@@ -238,8 +253,13 @@ pub struct AlertJson {
     pub partner: String,
     pub connection_id: Option<String>,
     pub code: String,
+    /// The latest occurrence's message (at most 500 characters).
     pub message: String,
+    /// When the alert was first raised.
     pub created_at: DateTime<Utc>,
+    /// Occurrences of this partner and code folded into the alert.
+    pub count: u64,
+    pub last_seen_at: DateTime<Utc>,
 }
 
 impl From<OperatorAlert> for AlertJson {
@@ -251,6 +271,8 @@ impl From<OperatorAlert> for AlertJson {
             code: a.code,
             message: a.message,
             created_at: a.created_at,
+            count: a.count,
+            last_seen_at: a.last_seen_at,
         }
     }
 }

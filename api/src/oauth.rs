@@ -148,6 +148,14 @@ fn outcome_page(partner: &str, outcome: &CallbackOutcome) -> CallbackResponse {
             "connected",
             None,
         )),
+        CallbackOutcome::AlreadyConnected { .. } => CallbackResponse::Page(page(
+            &format!("Already connected to {partner}"),
+            &format!(
+                "Your {partner} account is already connected; there is nothing more to do. You can close this window."
+            ),
+            "connected",
+            None,
+        )),
         CallbackOutcome::Declined { .. } => CallbackResponse::Page(page(
             &format!("{partner} was not connected"),
             &format!(

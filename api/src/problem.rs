@@ -241,6 +241,9 @@ impl From<StoreError> for Problem {
             StoreError::InvalidTransition(t) => {
                 Problem::new(StatusCode::CONFLICT, "invalid_transition", t.to_string())
             }
+            err @ StoreError::NotTransferring(_) => {
+                Problem::new(StatusCode::CONFLICT, "invalid_transition", err.to_string())
+            }
             other => Problem::internal(&other),
         }
     }
@@ -348,7 +351,7 @@ pub(crate) use endpoint_response;
 
 #[cfg(test)]
 mod tests {
-    use engine::state::{Event, InvalidTransition, State};
+    use engine::state::{EventKind, InvalidTransition, State};
 
     use super::*;
 
@@ -376,7 +379,7 @@ mod tests {
             (
                 WorkflowError::InvalidTransition(InvalidTransition {
                     from: Some(State::Revoked),
-                    event: Event::Disconnect,
+                    event: EventKind::Disconnect,
                 }),
                 409,
                 "invalid_transition",

@@ -44,6 +44,40 @@ pub const FETCH_BEFORE_FINISH: &str = "fetch.before_finish";
 /// The last window and the run's end are committed; the job not yet acknowledged.
 pub const FETCH_FINISHED: &str = "fetch.finished";
 
+/// The boundaries of a refresh, in order. Between `refresh.answered` and its commit the partner
+/// may have rotated the grant while we still hold the old refresh token: the crash tests show
+/// what the engine does then (docs/oauth.md#lost-refresh).
+pub const REFRESH_BOUNDARIES: &[&str] = &[REFRESH_LOCKED, REFRESH_ANSWERED, REFRESH_COMMITTED];
+
+/// `active → refreshing` committed (the lock is ours); the partner not yet asked.
+pub const REFRESH_LOCKED: &str = "refresh.locked";
+/// The partner answered (maybe with a rotated token); nothing stored yet.
+pub const REFRESH_ANSWERED: &str = "refresh.answered";
+/// The outcome is committed; the step not yet finished.
+pub const REFRESH_COMMITTED: &str = "refresh.committed";
+
+/// The boundaries of an OAuth callback, in order.
+pub const CALLBACK_BOUNDARIES: &[&str] = &[
+    CALLBACK_STATE_SPENT,
+    CALLBACK_CODE_EXCHANGED,
+    CALLBACK_COMMITTED,
+];
+
+/// The callback's `state` is spent; the code not yet exchanged.
+pub const CALLBACK_STATE_SPENT: &str = "callback.state_spent";
+/// The partner exchanged the code for tokens; nothing stored yet.
+pub const CALLBACK_CODE_EXCHANGED: &str = "callback.code_exchanged";
+/// The outcome is committed; the browser not yet answered.
+pub const CALLBACK_COMMITTED: &str = "callback.committed";
+
+/// The boundaries of a partner-side revocation attempt, in order.
+pub const REVOKE_BOUNDARIES: &[&str] = &[REVOKE_ANSWERED, REVOKE_RECORDED];
+
+/// The partner answered the revocation request; the outcome not yet recorded.
+pub const REVOKE_ANSWERED: &str = "revoke.answered";
+/// The outcome is recorded; the step not yet finished.
+pub const REVOKE_RECORDED: &str = "revoke.recorded";
+
 /// A step stopped at a failpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stopped at failpoint {0}")]

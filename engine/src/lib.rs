@@ -7,6 +7,7 @@
 //! - `crypto.rs`: AES-256-GCM sealing of token material under rotating key ids.
 //! - `model.rs`: domain types (connection, journal entry, token set, change requests).
 //! - `failpoint.rs`: named step boundaries where tests stop a step dead (crash tests).
+//! - `text.rs`: outside text made storable on both backends and bounded for operators.
 //! - `ids.rs`: typed identifiers. `secret.rs`: redacting wrapper. `clock.rs`: injected time.
 
 pub mod clock;
@@ -21,5 +22,6 @@ pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod text;
 
 pub use store::{Store, StoreError};

@@ -22,6 +22,7 @@ pub struct Connection {
     pub updated_at: DateTime<Utc>,
     pub state_changed_at: DateTime<Utc>,
     pub last_error: Option<ErrorInfo>,
+    /// Consecutive failed transfers (the transfer backoff and budget run on these).
     pub failure_count: u32,
     pub paused: bool,
     pub has_tokens: bool,
@@ -35,8 +36,20 @@ pub struct Connection {
     pub fetched_through: Option<DateTime<Utc>>,
     /// Start of the current streak of failed transfers.
     pub failing_since: Option<DateTime<Utc>>,
-    /// Partner records the mapping could not understand, skipped (never stored) so far.
+    /// Distinct partner records skipped (never stored) so far: unreadable, unmappable, or
+    /// dated implausibly. A record re-read by a later transfer is not counted again.
     pub records_skipped: u64,
+    /// Records that came twice in one window with different contents (the last one kept).
+    pub records_conflicting: u64,
+    /// Consecutive failed refreshes (apart from the transfer streak in `failure_count`).
+    pub refresh_failures: u32,
+    /// When the next refresh is due (a quarter of the token's lifetime ahead of its expiry, or
+    /// the retry after a failure).
+    pub refresh_due_at: Option<DateTime<Utc>>,
+    /// Set when a refresh was abandoned after its request went out: its outcome is unknown.
+    pub refresh_outcome_unknown_at: Option<DateTime<Utc>>,
+    /// When the partner's late-change horizon was last re-read.
+    pub reread_at: Option<DateTime<Utc>>,
 }
 
 /// The last thing that went wrong, in words safe to show (no secrets, no health data).
@@ -108,27 +121,33 @@ pub enum ErrorUpdate {
     #[default]
     Keep,
     Clear,
+    /// Clear, unless a transfer failure streak is running (its error stays until a transfer
+    /// succeeds): what a successful refresh does.
+    ClearUnlessTransfersFailing,
     Set(ErrorInfo),
 }
 
-/// What to do with the consecutive-failure counter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum FailureCount {
-    #[default]
-    Keep,
-    Reset,
-    Increment,
-}
-
 /// A new pending OAuth authorization, stored with the transition that issues it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewAuthorization {
     pub state_hash: String,
     pub pkce_verifier: SecretString,
     pub expires_at: DateTime<Utc>,
 }
 
-/// A transition request: the event plus the data its effects need.
+/// How a partner-side revocation ended, recorded by [`Event::RevocationFinished`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationFinish {
+    pub revocation_id: String,
+    /// The partner confirmed (`true`) or we gave up after the last attempt (`false`).
+    pub confirmed: bool,
+    /// Attempts made, this one included.
+    pub attempts: u32,
+    /// The last attempt's error code, when it failed.
+    pub error: Option<String>,
+}
+
+/// A transition request: the event (with the data its effects need) and what the journal says.
 #[derive(Debug, Clone)]
 pub struct Change {
     pub event: Event,
@@ -137,12 +156,7 @@ pub struct Change {
     pub reason: Option<String>,
     /// Non-secret structured details for the journal.
     pub details: serde_json::Value,
-    /// Required when the transition stores tokens.
-    pub tokens: Option<TokenSet>,
-    /// Required when the transition issues an authorization.
-    pub authorization: Option<NewAuthorization>,
     pub error: ErrorUpdate,
-    pub failure_count: FailureCount,
 }
 
 impl Change {
@@ -152,10 +166,7 @@ impl Change {
             actor,
             reason: None,
             details: serde_json::Value::Object(Default::default()),
-            tokens: None,
-            authorization: None,
             error: ErrorUpdate::Keep,
-            failure_count: FailureCount::Keep,
         }
     }
 
@@ -169,16 +180,6 @@ impl Change {
         self
     }
 
-    pub fn tokens(mut self, tokens: TokenSet) -> Self {
-        self.tokens = Some(tokens);
-        self
-    }
-
-    pub fn authorization(mut self, authorization: NewAuthorization) -> Self {
-        self.authorization = Some(authorization);
-        self
-    }
-
     pub fn error(mut self, error: ErrorInfo) -> Self {
         self.error = ErrorUpdate::Set(error);
         self
@@ -189,8 +190,8 @@ impl Change {
         self
     }
 
-    pub fn failure_count(mut self, update: FailureCount) -> Self {
-        self.failure_count = update;
+    pub fn error_update(mut self, update: ErrorUpdate) -> Self {
+        self.error = update;
         self
     }
 }
@@ -200,10 +201,16 @@ impl Change {
 pub struct OperatorAlert {
     pub id: String,
     pub partner: String,
+    /// The connection of the latest occurrence, when there was one.
     pub connection_id: Option<String>,
     pub code: String,
+    /// The latest occurrence's message.
     pub message: String,
+    /// When the alert was first raised.
     pub created_at: DateTime<Utc>,
+    /// Occurrences folded into this alert (same partner and code).
+    pub count: u64,
+    pub last_seen_at: DateTime<Utc>,
 }
 
 /// One record in the Tidepool data model, ready to store (produced by the mapping).

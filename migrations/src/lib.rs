@@ -14,6 +14,9 @@ mod m20261125_000001_create_connections;
 mod m20261125_000002_create_data_records;
 mod m20261125_000003_index_token_expiry;
 mod m20261125_000004_add_records_skipped;
+mod m20261201_000005_separate_refresh_bookkeeping;
+mod m20261201_000006_fold_operator_alerts;
+mod m20261201_000007_record_skips_and_rereads;
 
 pub struct Migrator;
 
@@ -25,6 +28,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_create_data_records::Migration),
             Box::new(m20261125_000003_index_token_expiry::Migration),
             Box::new(m20261125_000004_add_records_skipped::Migration),
+            Box::new(m20261201_000005_separate_refresh_bookkeeping::Migration),
+            Box::new(m20261201_000006_fold_operator_alerts::Migration),
+            Box::new(m20261201_000007_record_skips_and_rereads::Migration),
         ]
     }
 }

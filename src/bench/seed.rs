@@ -88,6 +88,11 @@ pub async fn seed(
                 sync_lease_until: Set(None),
                 sync_lease_token: Set(None),
                 sync_requested_at: Set(None),
+                refresh_failures: Set(0),
+                refresh_due_at: Set(Some(expires)),
+                refresh_outcome_unknown_at: Set(None),
+                records_conflicting: Set(0),
+                reread_at: Set(None),
             });
             ids.push(id);
         }

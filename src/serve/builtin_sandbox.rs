@@ -51,15 +51,14 @@ pub(super) fn sandbox_partners(
             },
             api_base_url: urls.api_base,
             request_timeout_secs: settings.request_timeout_secs,
+            refresh_timeout_secs: None,
+            max_token_bytes: workflows::partner::config::DEFAULT_MAX_TOKEN_BYTES,
             max_window_days: settings.max_window_days,
             max_records_per_page: 500,
             requests_per_second: 50.0,
             max_pages_per_fetch: 100,
-            sync: match flavor {
-                // Dexcom's interval and nightly blackout, as the partner guide describes.
-                Flavor::Cgm => engine::schedule::SyncPolicy::dexcom(),
-                Flavor::Pump => engine::schedule::SyncPolicy::default(),
-            },
+            // The kind's policy: Dexcom's interval and nightly blackout for the CGM.
+            sync: workflows::partner::SyncConfig::default(),
             transfer: workflows::fetch::TransferConfig::default(),
         }
     };

@@ -27,17 +27,25 @@ fn has_event(events: &[Value], name: &str) -> bool {
 }
 
 async fn expiring_access_token_is_refreshed_with_rotation(db: &TestDb) {
-    let app = TestApp::spawn(db).await;
-    // The partner issues access tokens that live one second: already inside the refresh margin.
+    // No transfers run, so the refresh can only come from the refresh dispatcher's jobs (a
+    // transfer would refresh inline, as `system:fetch`).
+    let app = TestApp::from_app(
+        Application::build(test_config(db))
+            .await
+            .unwrap()
+            .without_dispatch(),
+    );
+    // The partner issues access tokens that live two seconds: due for a refresh 1.5 s after
+    // they are stored.
     app.sandbox
         .faults()
-        .update(|f| f.access_token_ttl_secs = Some(1));
+        .update(|f| f.access_token_ttl_secs = Some(2));
     let connection = app.connect_fully("frank", "sandbox-cgm").await;
     let id = TestApp::id(&connection);
     let before = app.workflows.store().tokens(id).await.unwrap().unwrap();
 
     eventually(
-        "the maintenance loop refreshes the expiring token",
+        "the refresh dispatcher refreshes the expiring token",
         || async { has_event(&app.events(&id.to_string()).await, "refreshed") },
     )
     .await;
@@ -50,6 +58,7 @@ async fn expiring_access_token_is_refreshed_with_rotation(db: &TestDb) {
     assert_eq!(refreshed["from"], "refreshing");
     assert_eq!(refreshed["to"], "active");
     assert_eq!(refreshed["details"]["rotated"], true);
+    assert_eq!(refreshed["actor"], "system:refresher", "a refresh job, not a transfer");
     assert!(has_event(&events, "refresh_started"));
     let after = app.workflows.store().tokens(id).await.unwrap().unwrap();
     assert_ne!(
@@ -112,7 +121,8 @@ async fn partner_side_revocation_is_detected(db: &TestDb) {
     );
     let connection = app.connection(&id).await;
     assert_eq!(connection["state"], "active");
-    assert_eq!(connection["failureCount"], 1);
+    assert_eq!(connection["refreshFailures"], 1);
+    assert_eq!(connection["failureCount"], 0, "the transfer streak is the transfer's own");
     assert_eq!(connection["lastError"]["code"], "partner_unavailable");
     app.sandbox.faults().update(|f| f.token_down = false);
     app.stop().await;

@@ -6,4 +6,5 @@ mod callbacks;
 mod connect;
 mod helpers;
 mod lifecycle;
+mod steps;
 mod transfer;

@@ -558,7 +558,8 @@ async fn racing_workers_store_one_set(db: &TestDb) {
 
 async fn partner_faults_end_in_the_right_states(db: &TestDb) {
     let mut config = test_config(db);
-    config.sandbox.request_timeout_secs = 1;
+    // Short enough to test a slow partner, long enough for a loaded test machine.
+    config.sandbox.request_timeout_secs = 3;
     let h = Harness::with_config(config).await;
     let connection = h.app.connect_fully("eve", "sandbox-cgm").await;
     let id = TestApp::id(&connection);
@@ -596,8 +597,8 @@ async fn partner_faults_end_in_the_right_states(db: &TestDb) {
     h.next_cycle(id).await;
     assert_eq!(store.get(id).await.unwrap().failure_count, 1);
 
-    // A partner slower than the request timeout (1 s here): transient, counted, retried later.
-    h.app.sandbox.faults().update(|f| f.latency_ms = 1500);
+    // A partner slower than the request timeout (3 s here): transient, counted, retried later.
+    h.app.sandbox.faults().update(|f| f.latency_ms = 4000);
     let reports = h.next_cycle(id).await;
     h.app.sandbox.faults().update(|f| f.latency_ms = 0);
     assert!(
@@ -607,7 +608,7 @@ async fn partner_faults_end_in_the_right_states(db: &TestDb) {
     let c = store.get(id).await.unwrap();
     assert_eq!((c.state, c.failure_count), (State::Active, 2));
     let error = c.last_error.unwrap();
-    assert!(error.message.contains("timed out"), "{error:?}");
+    assert!(error.message.contains("timed out after 3s"), "{error:?}");
     assert!(c.next_sync_at.unwrap() > h.now() + TimeDelta::minutes(2));
 
     // An expired access token is refreshed inline and the transfer succeeds.

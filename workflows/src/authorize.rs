@@ -5,7 +5,7 @@ use chrono::TimeDelta;
 use engine::{
     StoreError,
     ids::{ConnectionId, PartnerName, UserId},
-    model::{Actor, Change, Connection, FailureCount, NewAuthorization},
+    model::{Actor, Change, Connection, NewAuthorization},
     state::{Event, State},
 };
 use url::Url;
@@ -81,13 +81,11 @@ impl Workflows {
 
     fn start_change(&self, actor: Actor, request: &crate::partner::AuthorizationRequest) -> Change {
         let ttl = TimeDelta::from_std(self.settings.state_ttl).unwrap_or(TimeDelta::minutes(10));
-        Change::new(Event::StartAuthorization, actor)
-            .authorization(NewAuthorization {
-                state_hash: hash_state(request.state.expose()),
-                pkce_verifier: request.pkce_verifier.clone(),
-                expires_at: self.store.clock().now() + ttl,
-            })
-            .clear_error()
-            .failure_count(FailureCount::Reset)
+        let authorization = NewAuthorization {
+            state_hash: hash_state(request.state.expose()),
+            pkce_verifier: request.pkce_verifier.clone(),
+            expires_at: self.store.clock().now() + ttl,
+        };
+        Change::new(Event::StartAuthorization { authorization }, actor).clear_error()
     }
 }

@@ -1,16 +1,24 @@
-//! The OAuth callback (C2–C6). Order matters: everything that can be checked without spending
-//! the `state` is checked first, so a rejected callback changes nothing; the `state` is then
-//! spent atomically, so a replayed callback never causes a second code exchange.
+//! The OAuth callback (docs/oauth.md#callback). Order matters: everything that can be checked
+//! without spending the `state` is checked first, so a rejected callback changes nothing; the
+//! `state` is then spent atomically, so a replayed callback never causes a second code exchange.
+//!
+//! Crash boundaries (`failpoint::CALLBACK_BOUNDARIES`): a callback stopped after the state is
+//! spent, or after the code exchange, leaves the connection `authorizing` with the state spent;
+//! the same callback replayed is refused without a second exchange, and the user starts a fresh
+//! attempt (a grant the partner issued for an exchange we never stored cannot be revoked: we
+//! never held its tokens).
 
 use engine::{
-    StoreError,
-    model::{Actor, Change, Connection, ErrorInfo, FailureCount, TokenSet},
-    state::Event,
+    StoreError, failpoint,
+    model::{Actor, Change, Connection, ErrorInfo, TokenSet},
+    state::{Event, State},
     store::AuthorizationRejected,
+    text::bounded,
 };
 
 use crate::{
     Workflows,
+    error::WorkflowError,
     partner::{CallbackErrorKind, OAuthError, PartnerClient, classify_callback_error, hash_state},
 };
 
@@ -32,6 +40,9 @@ pub struct CallbackParams {
 pub enum CallbackOutcome {
     /// Tokens stored; the connection is active.
     Connected { connection: Connection },
+    /// The `state` was spent by an earlier callback that connected (the user went Back and
+    /// consented again): nothing changed, and the user is connected.
+    AlreadyConnected { connection: Connection },
     /// The user declined consent (`access_denied`): failed, not retried.
     Declined { connection: Connection },
     /// The authorization cannot succeed as configured: failed, operators alerted.
@@ -51,7 +62,9 @@ pub enum CallbackOutcome {
 impl CallbackOutcome {
     pub fn outcome(&self) -> &'static str {
         match self {
-            CallbackOutcome::Connected { .. } => "connected",
+            CallbackOutcome::Connected { .. } | CallbackOutcome::AlreadyConnected { .. } => {
+                "connected"
+            }
             CallbackOutcome::Declined { .. } => "declined",
             _ => "error",
         }
@@ -59,7 +72,7 @@ impl CallbackOutcome {
 
     pub fn code(&self) -> Option<&str> {
         match self {
-            CallbackOutcome::Connected { .. } => None,
+            CallbackOutcome::Connected { .. } | CallbackOutcome::AlreadyConnected { .. } => None,
             CallbackOutcome::Declined { .. } => Some("authorization_declined"),
             CallbackOutcome::Failed { code, .. } | CallbackOutcome::Interrupted { code, .. } => {
                 Some(code)
@@ -71,6 +84,7 @@ impl CallbackOutcome {
     pub fn connection(&self) -> Option<&Connection> {
         match self {
             CallbackOutcome::Connected { connection }
+            | CallbackOutcome::AlreadyConnected { connection }
             | CallbackOutcome::Declined { connection }
             | CallbackOutcome::Failed { connection, .. }
             | CallbackOutcome::Interrupted { connection, .. } => Some(connection),
@@ -88,13 +102,22 @@ fn rejected(code: &'static str, message: impl Into<String>) -> CallbackOutcome {
 
 impl Workflows {
     pub async fn callback(&self, partner: &str, params: CallbackParams) -> CallbackOutcome {
-        match self.callback_inner(partner, params).await {
+        match self.callback_step(partner, params).await {
             Ok(outcome) => outcome,
             Err(err) => {
                 tracing::error!(partner, error = %err, "callback failed on storage");
                 rejected("internal", "the callback could not be processed; try again")
             }
         }
+    }
+
+    /// The callback as a step: storage failures and failpoints (crash tests) as errors.
+    pub async fn callback_step(
+        &self,
+        partner: &str,
+        params: CallbackParams,
+    ) -> Result<CallbackOutcome, WorkflowError> {
+        Ok(self.callback_inner(partner, params).await?)
     }
 
     async fn callback_inner(
@@ -122,6 +145,25 @@ impl Workflows {
             return Ok(rejected("invalid_state", "the callback carries no state"));
         };
         if let Err(err) = client.check_issuer(params.iss.as_deref()) {
+            // On a live attempt of ours, a mismatch is most likely our configuration (a
+            // trailing slash in `issuer`): every user of the partner fails the same way, so
+            // operators must hear of it. A callback with no live state tells nothing.
+            if let Some(peek) = self.store.peek_authorization(&hash_state(state)).await?
+                && peek.live
+                && peek.partner == partner
+            {
+                let alert = ErrorInfo::new(
+                    "issuer_mismatch",
+                    format!(
+                        "a callback for a live authorization carried another issuer than \
+                         configured ({err}); check `partners.{partner}.issuer`"
+                    ),
+                );
+                self.store
+                    .raise_alert(partner, Some(&peek.connection_id.to_string()), &alert)
+                    .await?;
+            }
+            tracing::warn!(partner, "callback rejected: issuer mismatch");
             return Ok(rejected(
                 "issuer_mismatch",
                 format!("the authorization response is not from this partner's issuer: {err}"),
@@ -142,6 +184,11 @@ impl Workflows {
         {
             Ok(consumed) => consumed,
             Err(reason) => {
+                if reason == AuthorizationRejected::Reused
+                    && let Some(connection) = self.connected_by(state).await?
+                {
+                    return Ok(CallbackOutcome::AlreadyConnected { connection });
+                }
                 let code = match reason {
                     AuthorizationRejected::Unknown => "invalid_state",
                     AuthorizationRejected::Reused => "state_reused",
@@ -154,22 +201,31 @@ impl Workflows {
         };
         let id = consumed.connection_id;
         let actor = Actor::partner(&engine::ids::PartnerName::parse(partner).expect("configured"));
+        self.store
+            .failpoints()
+            .hit(failpoint::CALLBACK_STATE_SPENT)?;
 
         if let Some(error) = params.error.as_deref() {
             let kind = classify_callback_error(error);
+            // The `error` parameter is the user's to choose: only a well-formed code is
+            // repeated, bounded; `error_description` never is.
+            let shown = error_code_shown(error);
             let info = ErrorInfo::new(
                 kind.code(),
-                format!("the partner answered the authorization with error {error:?}"),
+                format!("the partner answered the authorization with error {shown}"),
             );
             let (event, failure) = match kind {
                 CallbackErrorKind::Declined => (Event::AuthorizationDeclined, None),
                 CallbackErrorKind::Retryable => (Event::AuthorizationInterrupted, None),
-                CallbackErrorKind::Configuration => {
-                    (Event::AuthorizationFailed, Some(kind.code().to_owned()))
-                }
+                CallbackErrorKind::Configuration => (
+                    Event::AuthorizationFailed {
+                        alert: info.clone(),
+                    },
+                    Some(kind.code().to_owned()),
+                ),
             };
             let change = Change::new(event, actor)
-                .details(serde_json::json!({ "error": truncate(error, 64) }))
+                .details(serde_json::json!({ "error": shown }))
                 .error(info);
             let connection = match self.store.apply(id, None, change).await {
                 Ok(applied) => applied.connection,
@@ -199,21 +255,30 @@ impl Workflows {
             .await
         {
             Ok(grant) => {
+                self.store
+                    .failpoints()
+                    .hit(failpoint::CALLBACK_CODE_EXCHANGED)?;
                 let tokens = TokenSet {
                     access_token: grant.access_token,
                     refresh_token: grant.refresh_token,
                     expires_at: grant.expires_at,
                     scope: grant.scope,
                 };
-                let change = Change::new(Event::Authorized, actor)
-                    .details(serde_json::json!({ "scope": tokens.scope }))
-                    .tokens(tokens.clone())
-                    .clear_error()
-                    .failure_count(FailureCount::Reset);
+                let change = Change::new(
+                    Event::Authorized {
+                        tokens: tokens.clone(),
+                    },
+                    actor,
+                )
+                .details(serde_json::json!({ "scope": tokens.scope }))
+                .clear_error();
                 match self.store.apply(id, None, change).await {
-                    Ok(applied) => Ok(CallbackOutcome::Connected {
-                        connection: applied.connection,
-                    }),
+                    Ok(applied) => {
+                        self.store.failpoints().hit(failpoint::CALLBACK_COMMITTED)?;
+                        Ok(CallbackOutcome::Connected {
+                            connection: applied.connection,
+                        })
+                    }
                     Err(StoreError::InvalidTransition(_) | StoreError::Conflict { .. }) => {
                         // Disconnected while the user was at the partner: the fresh grant must
                         // not outlive the connection.
@@ -227,19 +292,25 @@ impl Workflows {
                 }
             }
             Err(err) => {
+                let info =
+                    |code: &str| ErrorInfo::new(code, format!("code exchange failed: {err}"));
                 let (event, code) = match &err {
                     // The code was refused (expired, replayed): the user can simply try again.
                     OAuthError::InvalidGrant => (Event::AuthorizationInterrupted, "code_rejected"),
                     OAuthError::Transient { .. } => {
                         (Event::AuthorizationInterrupted, "partner_unavailable")
                     }
-                    OAuthError::Configuration { .. } => {
-                        (Event::AuthorizationFailed, "partner_configuration")
-                    }
+                    OAuthError::Configuration { .. } => (
+                        Event::AuthorizationFailed {
+                            alert: info("partner_configuration"),
+                        },
+                        "partner_configuration",
+                    ),
                 };
+                let failed = matches!(event, Event::AuthorizationFailed { .. });
                 let change = Change::new(event, actor)
                     .details(serde_json::json!({ "oauth_error": err.code() }))
-                    .error(ErrorInfo::new(code, format!("code exchange failed: {err}")));
+                    .error(info(code));
                 let connection = match self.store.apply(id, None, change).await {
                     Ok(applied) => applied.connection,
                     Err(StoreError::InvalidTransition(_) | StoreError::Conflict { .. }) => {
@@ -250,7 +321,7 @@ impl Workflows {
                     }
                     Err(err) => return Err(err),
                 };
-                Ok(if event == Event::AuthorizationFailed {
+                Ok(if failed {
                     CallbackOutcome::Failed {
                         connection,
                         code: code.to_owned(),
@@ -273,6 +344,28 @@ async fn revoke_orphan(client: &PartnerClient, tokens: TokenSet) {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+/// The callback's `error` as repeated in journals and alerts: a well-formed OAuth error code
+/// (RFC 6749 §4.1.2.1 characters, at most 64), else `(unrecognised)`.
+fn error_code_shown(error: &str) -> String {
+    let well_formed = !error.is_empty()
+        && error.len() <= 64
+        && error
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if well_formed {
+        bounded(error, 64)
+    } else {
+        "(unrecognised)".to_owned()
+    }
+}
+
+impl Workflows {
+    /// The connection a spent `state` belonged to, if it is connected now.
+    async fn connected_by(&self, state: &str) -> Result<Option<Connection>, StoreError> {
+        let Some(peek) = self.store.peek_authorization(&hash_state(state)).await? else {
+            return Ok(None);
+        };
+        let connection = self.store.get(peek.connection_id).await?;
+        Ok(matches!(connection.state, State::Active | State::Refreshing).then_some(connection))
+    }
 }

@@ -145,6 +145,33 @@ impl Workflows {
         }
     }
 
+    /// Claims due refreshes and enqueues them as jobs (fenced by version). Processes share the
+    /// claims: each connection goes to one of them, and a lost job is due again once its
+    /// claim (the dispatch lease) runs out.
+    pub async fn dispatch_refreshes(&self, queue: &JobQueue) -> Result<usize, String> {
+        let claimed = self
+            .store
+            .claim_due_refreshes(
+                self.settings.refresh_batch,
+                self.settings.transfer.dispatch_lease,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let jobs: Vec<StepJob> = claimed
+            .iter()
+            .map(|c| StepJob {
+                step: Step::Refresh,
+                connection_id: c.id.to_string(),
+                version: c.version,
+            })
+            .collect();
+        queue.push(&jobs).await.map_err(|e| e.to_string())?;
+        Ok(jobs.len())
+    }
+
     /// One dispatcher pass: claims due partner revocations and due connections and enqueues
     /// their steps. Returns how many jobs were pushed.
     pub async fn dispatch_due(&self, queue: &JobQueue) -> Result<usize, String> {
@@ -211,14 +238,11 @@ impl Workflows {
             if last_refresh_scan.is_none_or(|t| t.elapsed() >= self.settings.refresh_scan_interval)
             {
                 last_refresh_scan = Some(tokio::time::Instant::now());
-                match self.expiring_refresh_jobs().await {
-                    Ok(jobs) if !jobs.is_empty() => {
-                        if let Err(err) = queue.push(&jobs).await {
-                            tracing::error!(error = %err, "pushing refresh jobs failed");
-                        }
-                    }
+                match self.dispatch_refreshes(queue).await {
+                    // A full batch: more are due; claim again on the next pass.
+                    Ok(n) if n as u64 >= self.settings.refresh_batch => last_refresh_scan = None,
                     Ok(_) => {}
-                    Err(err) => tracing::error!(error = %err, "looking for expiring tokens failed"),
+                    Err(err) => tracing::error!(error = %err, "dispatching due refreshes failed"),
                 }
             }
             let pause = match self.dispatch_due(queue).await {
@@ -232,7 +256,7 @@ impl Workflows {
             tokio::select! {
                 _ = &mut shutdown => return,
                 // A disconnect queued a revocation: dispatch it without waiting for the poll.
-                _ = self.revocations_queued.notified() => {}
+                _ = self.store.revocations_queued().notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }

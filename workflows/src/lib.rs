@@ -38,24 +38,25 @@ pub use error::WorkflowError;
 pub use partners::Partners;
 pub use refresh::RefreshOutcome;
 pub use revoke::RevokerSettings;
-use tokio::sync::Notify;
 
 /// Tunables of the lifecycle steps.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How long an OAuth `state` stays valid (C2: minutes).
+    /// How long an OAuth `state` stays valid (minutes: docs/oauth.md#state).
     pub state_ttl: Duration,
     /// Partner-side revocation retries.
     pub revoker: RevokerSettings,
     /// A connection held in `refreshing` longer than this was abandoned by a crashed worker
     /// and is returned to `active`.
     pub stale_refresh_after: Duration,
-    /// Access tokens expiring within this margin are refreshed ahead of use.
-    pub refresh_margin: Duration,
-    /// A connection whose refresh failed is offered to the refresh step again after this long.
+    /// First wait after a failed refresh; doubles per consecutive failure (at most 30 min).
+    /// When a token is refreshed ahead of expiry is derived from its lifetime
+    /// (`engine::schedule::refresh`).
     pub refresh_retry_after: Duration,
-    /// How often the dispatcher looks for expiring tokens.
+    /// How often the dispatcher claims due refreshes.
     pub refresh_scan_interval: Duration,
+    /// Refreshes claimed per dispatcher pass.
+    pub refresh_batch: u64,
     /// Transfer workers and dispatcher.
     pub transfer: TransferSettings,
 }
@@ -103,9 +104,9 @@ impl Default for Settings {
             state_ttl: Duration::from_secs(600),
             revoker: RevokerSettings::default(),
             stale_refresh_after: Duration::from_secs(300),
-            refresh_margin: Duration::from_secs(300),
             refresh_retry_after: Duration::from_secs(60),
-            refresh_scan_interval: Duration::from_secs(5),
+            refresh_scan_interval: Duration::from_secs(1),
+            refresh_batch: 500,
             transfer: TransferSettings::default(),
         }
     }
@@ -117,8 +118,6 @@ pub struct Workflows {
     store: Store,
     partners: Partners,
     settings: Arc<Settings>,
-    /// Wakes the revoker when a disconnect queued a revocation.
-    revocations_queued: Arc<Notify>,
     /// Whether this process's dispatcher claims due transfers (tests drive them by hand).
     fetch_dispatch: bool,
 }
@@ -129,7 +128,6 @@ impl Workflows {
             store,
             partners,
             settings: Arc::new(settings),
-            revocations_queued: Arc::new(Notify::new()),
             fetch_dispatch: true,
         }
     }

@@ -25,7 +25,7 @@ impl Partners {
         for (name, config) in configs {
             let parsed = PartnerName::parse(&name)
                 .map_err(|_| (name.clone(), PartnerConfigError::InvalidName(name.clone())))?;
-            config.sync.validate().map_err(|e| {
+            config.sync_policy().map_err(|e| {
                 (
                     name.clone(),
                     PartnerConfigError::Invalid(format!("sync: {e}")),

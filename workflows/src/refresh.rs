@@ -1,14 +1,22 @@
-//! Token refresh (C8, C9). The `active → refreshing` compare-and-swap is the per-connection
-//! refresh lock: of concurrent callers exactly one refreshes (two concurrent refreshes against
-//! a rotating server would look like token reuse and revoke the whole grant). The rotated
-//! refresh token is stored in the transaction that returns the connection to `active`, before
-//! the new access token is used anywhere.
+//! Refresh: one refresh at a time per connection, the rotated token stored atomically
+//! (docs/oauth.md#refresh). `active → refreshing` is the per-connection lock; every outcome is
+//! a transition whose effects (stored tokens, counted failure and next attempt, operator alert,
+//! revocation) commit with it.
+//!
+//! A refresh whose outcome we cannot know (the worker stopped after the request went out, or the
+//! response was lost to a timeout) is recorded as such (`refresh_outcome_unknown_at`): with a
+//! rotating partner, the refresh token we still hold may be spent, and the next refresh may meet
+//! reuse detection. That revocation is then labelled `refresh_token_reuse_suspected` and alerts
+//! operators (docs/oauth.md#lost-refresh).
 
-use chrono::TimeDelta;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use engine::{
-    StoreError,
+    StoreError, failpoint,
     ids::ConnectionId,
-    model::{Actor, Change, Connection, ErrorInfo, FailureCount, TokenSet},
+    model::{Actor, Change, Connection, ErrorInfo, ErrorUpdate, TokenSet},
+    schedule::backoff,
     state::{Event, State},
 };
 
@@ -31,6 +39,9 @@ pub enum RefreshOutcome {
     /// The partner says the grant is gone (`invalid_grant`): `revoked`.
     Revoked { connection: Connection },
 }
+
+/// Longest wait between two refresh attempts of a connection whose refreshes keep failing.
+const MAX_REFRESH_BACKOFF: Duration = Duration::from_secs(30 * 60);
 
 impl Workflows {
     pub async fn refresh(
@@ -65,80 +76,105 @@ impl Workflows {
             Err(err) => return Err(err.into()),
         };
         let version = locked.version;
+        let failpoints = self.store.failpoints();
+        failpoints.hit(failpoint::REFRESH_LOCKED)?;
 
-        let Some(tokens) = self.store.tokens(id).await? else {
+        let Some(refresh_token) = self
+            .store
+            .tokens(id)
+            .await?
+            .and_then(|tokens| tokens.refresh_token.map(|r| (tokens.scope, r)))
+        else {
             return self.give_up_without_refresh_token(id, version, actor).await;
         };
-        let Some(refresh_token) = tokens.refresh_token.clone() else {
-            return self.give_up_without_refresh_token(id, version, actor).await;
-        };
+        let (scope, refresh_token) = refresh_token;
 
         let now = self.store.clock().now();
         let result = client.refresh(&refresh_token, now).await;
+        // The most dangerous point with a rotating partner: it may have rotated the grant, and
+        // only the commit below makes the new refresh token ours.
+        failpoints.hit(failpoint::REFRESH_ANSWERED)?;
+        let retry_at = self.refresh_retry_at(&locked, None);
         let change = match &result {
             Ok(grant) => {
                 let rotated = grant.refresh_token.is_some();
-                let new_tokens = TokenSet {
+                let tokens = TokenSet {
                     access_token: grant.access_token.clone(),
                     // No new refresh token: the old one stays valid (no rotation).
                     refresh_token: grant.refresh_token.clone().or(Some(refresh_token)),
                     expires_at: grant.expires_at,
-                    scope: grant.scope.clone().or(tokens.scope.clone()),
+                    scope: grant.scope.clone().or(scope),
                 };
-                Change::new(Event::Refreshed, actor)
+                Change::new(Event::Refreshed { tokens }, actor)
                     .details(serde_json::json!({ "rotated": rotated }))
-                    .tokens(new_tokens)
-                    .clear_error()
-                    .failure_count(FailureCount::Reset)
+                    .error_update(ErrorUpdate::ClearUnlessTransfersFailing)
             }
-            Err(OAuthError::InvalidGrant) => Change::new(Event::PartnerRevoked, actor)
-                .reason("the partner rejected the refresh token (invalid_grant)")
-                .error(ErrorInfo::new(
-                    "invalid_grant",
-                    "access was revoked at the partner; the user must reconnect",
-                )),
+            Err(OAuthError::InvalidGrant) => invalid_grant_change(&locked, actor),
             Err(OAuthError::Configuration { code }) => {
-                self.store
-                    .raise_alert(
-                        client.name(),
-                        Some(&id.to_string()),
-                        "partner_configuration",
-                        &format!("token endpoint rejected our client during refresh: {code}"),
-                    )
-                    .await?;
-                // Not the user's fault: their failure count stays as it is.
-                Change::new(Event::RefreshDeferred, actor).error(ErrorInfo::new(
+                // Our client rejected by the token endpoint (`invalid_client` & co.), or a token
+                // response we refuse (`unsupported_token_type`, `token_too_large`).
+                let alert = ErrorInfo::new(
                     "partner_configuration",
-                    "the partner rejected our client configuration; operators are alerted",
-                ))
+                    format!(
+                        "a refresh failed on a configuration fault ({code}): check the client's \
+                         registration at the partner and the partner's token responses"
+                    ),
+                );
+                Change::new(Event::RefreshMisconfigured { retry_at, alert }, actor).error(
+                    ErrorInfo::new(
+                        "partner_configuration",
+                        "the partner rejected our client configuration; operators are alerted",
+                    ),
+                )
             }
-            Err(err @ OAuthError::Transient { retry_after, .. }) => {
-                Change::new(Event::RefreshDeferred, actor)
-                    .details(serde_json::json!({
-                        "retry_after_secs": retry_after.map(|d| d.as_secs()),
-                    }))
-                    .error(ErrorInfo::new("partner_unavailable", err.to_string()))
-                    .failure_count(FailureCount::Increment)
+            Err(
+                err @ OAuthError::Transient {
+                    retry_after,
+                    status,
+                    ..
+                },
+            ) => {
+                let retry_at = self.refresh_retry_at(&locked, *retry_after);
+                let details = serde_json::json!({
+                    "retry_after_secs": retry_after.map(|d| d.as_secs()),
+                    "status": status,
+                });
+                let error = ErrorInfo::new("partner_unavailable", err.to_string());
+                if status.is_none() {
+                    // No response: the request may have reached the partner, which may have
+                    // rotated the grant. Record that we do not know.
+                    Change::new(Event::RefreshAbandoned { retry_at }, actor)
+                        .reason("the refresh got no response; its outcome is unknown")
+                        .details(details)
+                        .error(error)
+                } else {
+                    Change::new(Event::RefreshDeferred { retry_at }, actor)
+                        .details(details)
+                        .error(error)
+                }
             }
         };
 
         match self.store.apply(id, Some(version), change).await {
-            Ok(applied) => Ok(match result {
-                Ok(_) => RefreshOutcome::Refreshed {
-                    connection: applied.connection,
-                },
-                Err(OAuthError::InvalidGrant) => RefreshOutcome::Revoked {
-                    connection: applied.connection,
-                },
-                Err(err) => RefreshOutcome::Deferred {
-                    code: applied
-                        .connection
-                        .last_error
-                        .as_ref()
-                        .map_or_else(|| err.code().to_owned(), |e| e.code.clone()),
-                    connection: applied.connection,
-                },
-            }),
+            Ok(applied) => {
+                failpoints.hit(failpoint::REFRESH_COMMITTED)?;
+                Ok(match result {
+                    Ok(_) => RefreshOutcome::Refreshed {
+                        connection: applied.connection,
+                    },
+                    Err(OAuthError::InvalidGrant) => RefreshOutcome::Revoked {
+                        connection: applied.connection,
+                    },
+                    Err(err) => RefreshOutcome::Deferred {
+                        code: applied
+                            .connection
+                            .last_error
+                            .as_ref()
+                            .map_or_else(|| err.code().to_owned(), |e| e.code.clone()),
+                        connection: applied.connection,
+                    },
+                })
+            }
             Err(StoreError::Conflict { .. }) => {
                 // The user disconnected while we refreshed: the new grant must not survive.
                 if let Ok(grant) = result {
@@ -151,6 +187,24 @@ impl Workflows {
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// When a failed refresh is tried again: exponential in the connection's consecutive
+    /// refresh failures (one backoff rule for the whole engine, `engine::schedule::backoff`),
+    /// never sooner than the partner's `Retry-After`.
+    fn refresh_retry_at(
+        &self,
+        connection: &Connection,
+        retry_after: Option<Duration>,
+    ) -> DateTime<Utc> {
+        let delay = backoff(
+            connection.refresh_failures + 1,
+            self.settings.refresh_retry_after,
+            MAX_REFRESH_BACKOFF,
+            &mut rand::rng(),
+        )
+        .max(retry_after.unwrap_or_default().min(MAX_REFRESH_BACKOFF));
+        self.store.clock().now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::minutes(30))
     }
 
     async fn give_up_without_refresh_token(
@@ -176,46 +230,31 @@ impl Workflows {
         })
     }
 
-    /// Active connections whose access token expires within the refresh margin, as refresh
-    /// jobs (fenced by version: a duplicate or stale job does nothing). A connection whose
-    /// refresh failed is offered again only after `refresh_retry_after`.
-    pub async fn expiring_refresh_jobs(&self) -> Result<Vec<engine::jobs::StepJob>, WorkflowError> {
-        let now = self.store.clock().now();
-        let margin =
-            TimeDelta::from_std(self.settings.refresh_margin).unwrap_or(TimeDelta::minutes(5));
-        let idle =
-            TimeDelta::from_std(self.settings.refresh_retry_after).unwrap_or(TimeDelta::minutes(1));
-        Ok(self
-            .store
-            .tokens_expiring_before(now + margin, now - idle, 500)
-            .await?
-            .into_iter()
-            .map(|c| engine::jobs::StepJob {
-                step: engine::jobs::Step::Refresh,
-                connection_id: c.id.to_string(),
-                version: c.version,
-            })
-            .collect())
-    }
-
-    /// The refresh step of a job: refreshes only if the connection is still at the job's
-    /// version (otherwise something newer already happened).
+    /// The refresh step of a job from the refresh dispatcher (`claim_due_refreshes`). A job
+    /// whose connection changed since the claim refreshes only if the refresh is still due
+    /// (an inline refresh may have planned the next one meanwhile).
     pub async fn run_refresh_step(
         &self,
         id: ConnectionId,
         version: i64,
     ) -> Result<Option<RefreshOutcome>, WorkflowError> {
         let connection = self.store.get(id).await?;
-        if connection.version != version {
+        let claim_end = self.store.clock().now()
+            + TimeDelta::from_std(self.settings.transfer.dispatch_lease)
+                .unwrap_or(TimeDelta::minutes(2));
+        let replanned = connection.refresh_due_at.is_none_or(|due| due > claim_end);
+        if connection.version != version && replanned {
             return Ok(None);
         }
         self.refresh(id, Actor::system("refresher")).await.map(Some)
     }
 
-    /// Returns connections a crashed worker left in `refreshing` to `active` (the lock is
-    /// released; the next refresh takes it again). Returns how many were recovered.
+    /// Returns connections a stopped worker left in `refreshing` to `active`, recording that the
+    /// refresh's outcome is unknown and planning the next attempt at once. Returns how many were
+    /// recovered.
     pub async fn recover_stale_refreshes(&self) -> Result<usize, WorkflowError> {
-        let older_than = self.store.clock().now()
+        let now = self.store.clock().now();
+        let older_than = now
             - TimeDelta::from_std(self.settings.stale_refresh_after)
                 .unwrap_or(TimeDelta::minutes(5));
         let stale = self
@@ -224,8 +263,11 @@ impl Workflows {
             .await?;
         let mut recovered = 0;
         for connection in stale {
-            let change = Change::new(Event::RefreshDeferred, Actor::system("reconciler"))
-                .reason("refresh abandoned by a stopped worker");
+            let change = Change::new(
+                Event::RefreshAbandoned { retry_at: now },
+                Actor::system("reconciler"),
+            )
+            .reason("refresh abandoned by a stopped worker; its outcome is unknown");
             if self
                 .store
                 .apply(connection.id, Some(connection.version), change)
@@ -236,5 +278,31 @@ impl Workflows {
             }
         }
         Ok(recovered)
+    }
+}
+
+/// `invalid_grant` on refresh: the grant is gone. After a refresh whose outcome was unknown,
+/// the likeliest cause is that the partner rotated the grant and we presented the spent token:
+/// label it so, and alert operators (folded by partner, so frequency shows as the count).
+fn invalid_grant_change(connection: &Connection, actor: Actor) -> Change {
+    if let Some(since) = connection.refresh_outcome_unknown_at {
+        let message = format!(
+            "the partner revoked the grant after a refresh whose outcome was unknown (since {since}); \
+             the refresh token was probably rotated by a response we never received"
+        );
+        let alert = ErrorInfo::new("refresh_token_reuse_suspected", message.clone());
+        Change::new(Event::PartnerRevoked { alert: Some(alert) }, actor)
+            .reason("invalid_grant after a refresh with an unknown outcome")
+            .error(ErrorInfo::new(
+                "refresh_token_reuse_suspected",
+                "access was lost after an interrupted token refresh; the user must reconnect",
+            ))
+    } else {
+        Change::new(Event::PartnerRevoked { alert: None }, actor)
+            .reason("the partner rejected the refresh token (invalid_grant)")
+            .error(ErrorInfo::new(
+                "invalid_grant",
+                "access was revoked at the partner; the user must reconnect",
+            ))
     }
 }

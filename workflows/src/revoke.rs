@@ -1,17 +1,23 @@
-//! Disconnect (C11/C12): tokens leave the connection at once, in the transition's transaction,
-//! and the refresh token is queued (sealed) for RFC 7009 revocation at the partner, which a
-//! background loop attempts with exponential backoff until the partner confirms or the attempt
-//! limit is reached; both outcomes are journaled.
+//! Disconnect (docs/oauth.md#revocation): tokens leave the connection at once, in the
+//! transition's transaction, and the refresh token is queued (sealed) for RFC 7009 revocation at
+//! the partner; the transition wakes the dispatcher, whose revoke jobs attempt it with
+//! exponential backoff until the partner confirms or the attempt limit is reached; both outcomes
+//! are journaled, in the transaction that records them.
+//!
+//! Crash boundaries (`failpoint::REVOKE_BOUNDARIES`): stopped after the partner answered and
+//! before the outcome is recorded, the revocation is still owed; its claim expires and it is
+//! attempted again, which is harmless (RFC 7009: revoking a revoked token answers 200).
 
 use std::time::Duration;
 
 use chrono::TimeDelta;
 use engine::{
+    failpoint,
     ids::ConnectionId,
-    model::{Actor, Change, Connection},
+    model::{Actor, Change, Connection, ErrorInfo},
+    schedule::backoff,
     state::Event,
 };
-use rand::Rng;
 
 use crate::{Workflows, error::WorkflowError, partner::OAuthError};
 
@@ -19,7 +25,7 @@ use crate::{Workflows, error::WorkflowError, partner::OAuthError};
 pub struct RevokerSettings {
     /// Attempts before giving up (recorded as `abandoned`).
     pub max_attempts: u32,
-    /// First retry delay; doubles per attempt, with ±20 % jitter.
+    /// First retry delay; doubles per attempt, with jitter (`engine::schedule::backoff`).
     pub initial_backoff: Duration,
     /// Upper bound of the delay.
     pub max_backoff: Duration,
@@ -49,7 +55,6 @@ impl Workflows {
             .store
             .apply(id, None, Change::new(Event::Disconnect, actor))
             .await?;
-        self.revocations_queued.notify_one();
         Ok(applied.connection)
     }
 
@@ -74,17 +79,22 @@ impl Workflows {
                     .await?;
                 continue;
             };
-            match client.revoke(&revocation.refresh_token).await {
+            let answer = client.revoke(&revocation.refresh_token).await;
+            self.store.failpoints().hit(failpoint::REVOKE_ANSWERED)?;
+            match answer {
                 Ok(()) => self.store.finish_revocation(revocation, true, None).await?,
                 Err(err) => {
                     let attempts = revocation.attempts + 1;
                     if let OAuthError::Configuration { code } = &err {
+                        let alert = ErrorInfo::new(
+                            "partner_configuration",
+                            format!("revocation endpoint rejected our client: {code}"),
+                        );
                         self.store
                             .raise_alert(
                                 &revocation.partner,
                                 Some(&revocation.connection_id.to_string()),
-                                "partner_configuration",
-                                &format!("revocation endpoint rejected our client: {code}"),
+                                &alert,
                             )
                             .await?;
                     }
@@ -98,8 +108,13 @@ impl Workflows {
                             OAuthError::Transient { retry_after, .. } => *retry_after,
                             _ => None,
                         };
-                        let delay =
-                            backoff(settings, attempts).max(retry_after.unwrap_or_default());
+                        let delay = backoff(
+                            attempts,
+                            settings.initial_backoff,
+                            settings.max_backoff,
+                            &mut rand::rng(),
+                        )
+                        .max(retry_after.unwrap_or_default().min(settings.max_backoff));
                         let next = self.store.clock().now()
                             + TimeDelta::from_std(delay).unwrap_or(TimeDelta::hours(1));
                         self.store
@@ -108,6 +123,7 @@ impl Workflows {
                     }
                 }
             }
+            self.store.failpoints().hit(failpoint::REVOKE_RECORDED)?;
         }
         Ok(())
     }
@@ -130,30 +146,5 @@ impl Workflows {
                 _ = tokio::time::sleep(self.settings.revoker.poll_interval) => {}
             }
         }
-    }
-}
-
-/// `initial × 2^(attempt−1)`, capped, ±20 % jitter so retries of many connections spread out.
-fn backoff(settings: &RevokerSettings, attempt: u32) -> Duration {
-    let exp = settings
-        .initial_backoff
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
-        .min(settings.max_backoff);
-    let jitter = rand::rng().random_range(0.8..=1.2);
-    exp.mul_f64(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let s = RevokerSettings::default();
-        let first = backoff(&s, 1);
-        assert!(first >= Duration::from_secs(24) && first <= Duration::from_secs(36));
-        let fourth = backoff(&s, 4);
-        assert!(fourth >= Duration::from_secs(192) && fourth <= Duration::from_secs(288));
-        assert!(backoff(&s, 40) <= s.max_backoff.mul_f64(1.2));
     }
 }

@@ -38,10 +38,18 @@ async fn connected_page() {
         .json();
     assert_eq!(connection["state"], "active");
 
-    // The state is single use: a replay changes nothing.
+    // The state is single use: a replay (the user went Back and consented again) changes
+    // nothing, and tells the user what is true: they are connected.
+    let version = connection["version"].clone();
     let replay = app.callback(CGM, &format!("state={state}&code=abc")).await;
-    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
-    assert!(replay.text.contains("state_reused"), "{}", replay.text);
+    assert_eq!(replay.status, StatusCode::OK, "{}", replay.text);
+    assert!(replay.text.contains("Already connected"), "{}", replay.text);
+    assert!(replay.text.contains("data-outcome=\"connected\""));
+    let after = app
+        .get(&format!("/v1/connections/{id}"), &app.ops())
+        .await
+        .json();
+    assert_eq!(after["version"], version, "nothing changed");
 }
 
 #[tokio::test]

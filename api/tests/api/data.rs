@@ -6,7 +6,7 @@ use api::auth::Role;
 use chrono::{DateTime, TimeDelta, Utc};
 use engine::{
     model::MappedRecord,
-    store::{Chunk, Claimed, SyncEnd},
+    store::{Chunk, Claimed, SkippedRecord},
 };
 use poem::http::StatusCode;
 use serde_json::{Value, json};
@@ -132,19 +132,17 @@ async fn transfer(app: &TestApi, claimed: &[Claimed], id: &str, chunks: &[Chunk]
         .await
         .unwrap()
         .expect("lease");
+    let through = t0() + TimeDelta::days(1);
     for chunk in chunks {
-        let through = t0() + TimeDelta::days(1);
         store
-            .commit_chunk(&mut lease, chunk.clone(), through, LEASE)
+            .commit_chunk(&mut lease, chunk.clone(), Some(through), LEASE)
             .await
             .unwrap();
     }
     let next_sync_at = Utc::now() + TimeDelta::hours(1);
-    let end = SyncEnd::Completed { next_sync_at };
     store
-        .finish_sync(&lease, end)
+        .commit_last_chunk(&mut lease, Chunk::default(), through, next_sync_at, false)
         .await
-        .unwrap()
         .expect("finished");
 }
 
@@ -187,7 +185,15 @@ async fn seed(app: &TestApi) -> (String, String, String) {
     // Two pump records the mapping could not understand were skipped.
     let chunk = Chunk {
         records: pump_records,
-        skipped: 2,
+        skipped: ["p-bad-1", "p-bad-2"]
+            .map(|key| SkippedRecord {
+                key: key.to_owned(),
+                kind: "bolus".to_owned(),
+                partner_record_id: Some(key.to_owned()),
+                reason: "normal is not a number".to_owned(),
+            })
+            .to_vec(),
+        conflicting: 0,
     };
     transfer(app, &claimed, &pump, &[chunk]).await;
     let bob_records: Vec<_> = (0..3)

@@ -57,8 +57,10 @@ async fn alerts_are_for_operators() {
         .raise_alert(
             CGM,
             None,
-            "partner_configuration",
-            "token endpoint said invalid_client",
+            &engine::model::ErrorInfo::new(
+                "partner_configuration",
+                "token endpoint said invalid_client",
+            ),
         )
         .await
         .unwrap();

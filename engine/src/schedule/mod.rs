@@ -8,9 +8,11 @@
 //! - `mod.rs`: [`SyncPolicy`] (interval, blackouts, spread) and [`backoff`].
 //! - `blackout.rs`: [`Blackout`] windows (daily local time or cron) and their configuration shape.
 //! - `local.rs`: resolving local wall-clock readings to instants across DST gaps and folds.
+//! - `refresh.rs`: when a token is refreshed ahead of its expiry.
 
 mod blackout;
 mod local;
+pub mod refresh;
 
 use std::time::Duration;
 

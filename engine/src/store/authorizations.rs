@@ -1,9 +1,10 @@
-//! Single-use OAuth `state`s (C2): stored hashed, bound to a connection and a partner, expiring.
+//! Single-use OAuth `state`s: stored hashed, bound to a connection and a partner, expiring
+//! (docs/oauth.md#state).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
-use super::{Result, Store, StoreError, connections::verifier_aad, entities::oauth_authorization};
+use super::{Result, Store, StoreError, effects::verifier_aad, entities::oauth_authorization};
 use crate::{ids::ConnectionId, secret::SecretString};
 
 /// A `state` accepted and spent: the connection it belongs to and its PKCE verifier.
@@ -12,6 +13,15 @@ pub struct ConsumedAuthorization {
     pub connection_id: ConnectionId,
     pub pkce_verifier: SecretString,
     pub created_at: DateTime<Utc>,
+}
+
+/// A `state` looked at without spending it.
+#[derive(Debug, Clone)]
+pub struct AuthorizationPeek {
+    pub connection_id: ConnectionId,
+    pub partner: String,
+    /// Unspent and unexpired.
+    pub live: bool,
 }
 
 /// Why a callback's `state` was refused. Only `Reused` and a successful consume change anything
@@ -30,7 +40,7 @@ pub enum AuthorizationRejected {
 
 impl Store {
     /// Spends a `state` atomically: of two callbacks carrying it, exactly one gets the
-    /// verifier (so a code is exchanged at most once, C6). A state for another partner or an
+    /// verifier (so a code is exchanged at most once: docs/oauth.md#callback). A state for another partner or an
     /// expired one is refused without being spent.
     pub async fn consume_authorization(
         &self,
@@ -79,6 +89,28 @@ impl Store {
                 .map_err(|_| StoreError::Corrupt("authorization connection id".to_owned()))?,
             pkce_verifier: SecretString::new(verifier),
             created_at: row.created_at,
+        }))
+    }
+
+    /// What a `state` belongs to, without spending it (`None`: unknown). For the callback's
+    /// diagnostics: whether a callback refused before the state was spent carried a live state
+    /// (an issuer mismatch on a real attempt is an operator problem), and whose a spent one was
+    /// (a user who went Back after connecting is told they are connected).
+    pub async fn peek_authorization(&self, state_hash: &str) -> Result<Option<AuthorizationPeek>> {
+        let Some(row) = oauth_authorization::Entity::find_by_id(state_hash.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        Ok(Some(AuthorizationPeek {
+            connection_id: row
+                .connection_id
+                .parse()
+                .map_err(|_| StoreError::Corrupt("authorization connection id".to_owned()))?,
+            live: row.consumed_at.is_none() && row.expires_at > now,
+            partner: row.partner,
         }))
     }
 

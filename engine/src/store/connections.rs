@@ -5,22 +5,21 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect, TransactionTrait, sea_query::Expr,
 };
-use serde::{Deserialize, Serialize};
 
 use super::{
     Result, Store, StoreError,
-    entities::{
-        connection, connection_event, oauth_authorization, operator_alert, partner_revocation,
-    },
+    effects::{TokenPlain, token_aad},
+    entities::{connection, connection_event},
     is_unique_violation,
 };
 use crate::{
     ids::{ConnectionId, PartnerName, UserId},
-    model::{Change, Connection, ErrorInfo, ErrorUpdate, FailureCount, JournalEntry, TokenSet},
+    model::{Change, Connection, ErrorInfo, JournalEntry, TokenSet},
     secret::SecretString,
-    state::{Effect, Event, State, Transition, transition},
+    state::{EffectKind, State, Transition, TransitionSummary, transition},
+    text::{storable, storable_value},
 };
 
 /// Runs a multi-statement transaction on its own task, so that cancelling the caller (a
@@ -42,26 +41,7 @@ const CONFLICT_RETRIES: u32 = 5;
 #[derive(Debug, Clone)]
 pub struct Applied {
     pub connection: Connection,
-    pub transition: Transition,
-}
-
-/// The sealed plaintext of a token set. Short keys: it is never seen outside this module.
-#[derive(Serialize, Deserialize)]
-struct TokenPlain {
-    a: String,
-    r: Option<String>,
-}
-
-pub(super) fn token_aad(id: &str) -> Vec<u8> {
-    format!("tokens:{id}").into_bytes()
-}
-
-pub(super) fn revocation_aad(id: &str) -> Vec<u8> {
-    format!("revocation:{id}").into_bytes()
-}
-
-pub(super) fn verifier_aad(id: &str) -> Vec<u8> {
-    format!("verifier:{id}").into_bytes()
+    pub transition: TransitionSummary,
 }
 
 impl Store {
@@ -96,32 +76,6 @@ impl Store {
             .filter(connection::Column::State.eq(state.as_str()))
             .filter(connection::Column::StateChangedAt.lt(older_than))
             .order_by_asc(connection::Column::StateChangedAt)
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(to_domain)
-            .collect()
-    }
-
-    /// Active connections whose access token expires before `before` (due for a refresh);
-    /// those carrying an error only when unchanged since `idle_since`, so a refresh that just
-    /// failed is not retried at once (at most one attempt per idle period).
-    pub async fn tokens_expiring_before(
-        &self,
-        before: DateTime<Utc>,
-        idle_since: DateTime<Utc>,
-        limit: u64,
-    ) -> Result<Vec<Connection>> {
-        connection::Entity::find()
-            .filter(connection::Column::TokenExpiresAt.lt(before))
-            .filter(connection::Column::State.eq(State::Active.as_str()))
-            .filter(
-                sea_orm::sea_query::Condition::any()
-                    .add(connection::Column::LastErrorCode.is_null())
-                    .add(connection::Column::UpdatedAt.lt(idle_since)),
-            )
-            .order_by_asc(connection::Column::TokenExpiresAt)
             .limit(limit)
             .all(&self.db)
             .await?
@@ -188,11 +142,11 @@ impl Store {
             return Ok((applied, false));
         }
 
-        let transition = transition(None, change.event)?;
+        let transition = transition(None, &change.event)?;
         let now = self.clock.now();
         let id = ConnectionId::new();
         let id_str = id.to_string();
-        let mut row = connection::ActiveModel {
+        let row = connection::ActiveModel {
             id: Set(id_str.clone()),
             user_id: Set(user.as_str().to_owned()),
             partner: Set(partner.as_str().to_owned()),
@@ -219,8 +173,12 @@ impl Store {
             sync_lease_token: Set(None),
             sync_requested_at: Set(None),
             records_skipped: Set(0),
+            refresh_failures: Set(0),
+            refresh_due_at: Set(None),
+            refresh_outcome_unknown_at: Set(None),
+            records_conflicting: Set(0),
+            reread_at: Set(None),
         };
-        apply_error_fields(&mut row, &change.error, None);
         let txn = self.db.begin().await?;
         if let Err(err) = connection::Entity::insert(row).exec(&txn).await {
             return Err(if is_unique_violation(&err) {
@@ -229,23 +187,29 @@ impl Store {
                 err.into()
             });
         }
-        self.write_effects(
-            &txn,
+        // The new row's effects on its own columns (none today from "nothing yet", but the
+        // table decides, not this function) and its error update.
+        self.column_effects(
+            connection::Entity::update_many(),
             &id_str,
-            partner.as_str(),
-            None,
             &transition,
-            &change,
+            &change.error,
             now,
         )
+        .col_expr(connection::Column::Version, Expr::val(1))
+        .filter(connection::Column::Id.eq(id_str.as_str()))
+        .exec(&txn)
         .await?;
+        self.table_effects(&txn, &id_str, partner.as_str(), None, &transition, now)
+            .await?;
         insert_journal(&txn, &id_str, 1, &transition, &change, now).await?;
         txn.commit().await?;
+        self.after_commit(&transition);
         let connection = self.get(id).await?;
         Ok((
             Applied {
                 connection,
-                transition,
+                transition: transition.summary(),
             },
             true,
         ))
@@ -299,6 +263,7 @@ impl Store {
         expected_version: Option<i64>,
         change: Change,
     ) -> Result<Applied> {
+        use connection::Column as C;
         if let Some(expected) = expected_version
             && expected != row.version
         {
@@ -308,39 +273,29 @@ impl Store {
             });
         }
         let from = parse_state(&row.state)?;
-        let transition = transition(Some(from), change.event)?;
+        let transition = transition(Some(from), &change.event)?;
         let now = self.clock.now();
         let new_version = row.version + 1;
 
-        let mut update = connection::ActiveModel {
-            state: Set(transition.to.as_str().to_owned()),
-            version: Set(new_version),
-            updated_at: Set(now),
-            ..Default::default()
-        };
+        let mut update = connection::Entity::update_many()
+            .col_expr(C::State, Expr::val(transition.to.as_str()))
+            .col_expr(C::Version, Expr::val(new_version))
+            .col_expr(C::UpdatedAt, Expr::val(now));
         if transition.to != from {
-            update.state_changed_at = Set(now);
+            update = update.col_expr(C::StateChangedAt, Expr::val(now));
         }
-        apply_error_fields(&mut update, &change.error, Some(&row));
-        match change.failure_count {
-            FailureCount::Keep => {}
-            FailureCount::Reset => update.failure_count = Set(0),
-            FailureCount::Increment => {
-                update.failure_count = Set(row.failure_count.saturating_add(1))
-            }
-        }
+        let update = self.column_effects(update, &row.id, &transition, &change.error, now);
 
         let txn = self.db.begin().await?;
         // The first statement writes, so SQLite takes the write lock (waiting up to the busy
         // timeout) instead of failing a read-to-write upgrade; PostgreSQL re-checks the
         // predicate after a concurrent commit. Either way exactly one writer wins.
-        let result = connection::Entity::update_many()
-            .set(update)
-            .filter(connection::Column::Id.eq(row.id.as_str()))
-            .filter(connection::Column::Version.eq(row.version))
-            .exec(&txn)
+        let swapped = update
+            .filter(C::Id.eq(row.id.as_str()))
+            .filter(C::Version.eq(row.version))
+            .exec_with_returning(&txn)
             .await?;
-        if result.rows_affected != 1 {
+        let Some(swapped) = swapped.into_iter().next() else {
             txn.rollback().await?;
             let actual = connection::Entity::find_by_id(row.id.clone())
                 .one(&self.db)
@@ -350,167 +305,29 @@ impl Store {
                 expected: row.version,
                 actual,
             });
-        }
-        self.write_effects(
-            &txn,
-            &row.id,
-            &row.partner,
-            Some(&row),
-            &transition,
-            &change,
-            now,
-        )
-        .await?;
+        };
+        self.table_effects(&txn, &row.id, &row.partner, Some(&row), &transition, now)
+            .await?;
         insert_journal(&txn, &row.id, new_version, &transition, &change, now).await?;
         txn.commit().await?;
-
-        let id: ConnectionId = row
-            .id
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("bad connection id {:?}", row.id)))?;
+        self.after_commit(&transition);
         Ok(Applied {
-            connection: self.get(id).await?,
-            transition,
+            connection: to_domain(swapped)?,
+            transition: transition.summary(),
         })
     }
 
-    /// Performs the storage effects of a transition inside its transaction.
-    #[allow(clippy::too_many_arguments)]
-    async fn write_effects(
-        &self,
-        txn: &DatabaseTransaction,
-        id: &str,
-        partner: &str,
-        before: Option<&connection::Model>,
-        transition: &Transition,
-        change: &Change,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let effects = &transition.effects;
-        let event = transition.event.as_str();
-        let mut update = connection::ActiveModel::default();
-        let mut touched = false;
+    /// What a committed transition sets in motion in this process: a queued partner
+    /// revocation wakes the dispatcher (other processes find it on their next pass).
+    fn after_commit(&self, transition: &Transition<'_>) {
+        if transition.has(EffectKind::RevokeAtPartner) {
+            self.revocations_queued.notify_one();
+        }
+    }
 
-        if effects.contains(&Effect::InvalidateAuthorizations) {
-            oauth_authorization::Entity::update_many()
-                .set(oauth_authorization::ActiveModel {
-                    consumed_at: Set(Some(now)),
-                    ..Default::default()
-                })
-                .filter(oauth_authorization::Column::ConnectionId.eq(id))
-                .filter(oauth_authorization::Column::ConsumedAt.is_null())
-                .exec(txn)
-                .await?;
-        }
-        if effects.contains(&Effect::IssueAuthorization) {
-            let auth = change
-                .authorization
-                .as_ref()
-                .ok_or(StoreError::MissingInput(event, "an authorization"))?;
-            let sealed = self
-                .keyring
-                .seal(&verifier_aad(id), auth.pkce_verifier.expose().as_bytes());
-            oauth_authorization::Entity::insert(oauth_authorization::ActiveModel {
-                state_hash: Set(auth.state_hash.clone()),
-                connection_id: Set(id.to_owned()),
-                partner: Set(partner.to_owned()),
-                verifier_ciphertext: Set(sealed.blob),
-                key_id: Set(sealed.key_id),
-                created_at: Set(now),
-                expires_at: Set(auth.expires_at),
-                consumed_at: Set(None),
-            })
-            .exec(txn)
-            .await?;
-        }
-        if effects.contains(&Effect::RevokeAtPartner)
-            && let Some(refresh) = before
-                .map(|row| self.decrypt_tokens(row))
-                .transpose()?
-                .flatten()
-                .and_then(|t| t.refresh_token)
-        {
-            let revocation_id = uuid::Uuid::now_v7().to_string();
-            let sealed = self
-                .keyring
-                .seal(&revocation_aad(&revocation_id), refresh.expose().as_bytes());
-            partner_revocation::Entity::insert(partner_revocation::ActiveModel {
-                id: Set(revocation_id),
-                connection_id: Set(id.to_owned()),
-                partner: Set(partner.to_owned()),
-                token_ciphertext: Set(Some(sealed.blob)),
-                key_id: Set(Some(sealed.key_id)),
-                attempts: Set(0),
-                next_attempt_at: Set(now),
-                last_error: Set(None),
-                created_at: Set(now),
-                completed_at: Set(None),
-                outcome: Set(None),
-            })
-            .exec(txn)
-            .await?;
-        }
-        if effects.contains(&Effect::DiscardTokens) {
-            update.token_ciphertext = Set(None);
-            update.token_key_id = Set(None);
-            update.token_expires_at = Set(None);
-            touched = true;
-        }
-        if effects.contains(&Effect::StoreTokens) {
-            let tokens = change
-                .tokens
-                .as_ref()
-                .ok_or(StoreError::MissingInput(event, "tokens"))?;
-            let plain = serde_json::to_vec(&TokenPlain {
-                a: tokens.access_token.expose().clone(),
-                r: tokens.refresh_token.as_ref().map(|r| r.expose().clone()),
-            })
-            .expect("token JSON serializes");
-            let sealed = self.keyring.seal(&token_aad(id), &plain);
-            update.token_ciphertext = Set(Some(sealed.blob));
-            update.token_key_id = Set(Some(sealed.key_id));
-            update.token_expires_at = Set(tokens.expires_at);
-            update.scope = Set(tokens.scope.clone());
-            touched = true;
-        }
-        if effects.contains(&Effect::ScheduleFetch) {
-            // Due at once: the first transfer after connecting starts within seconds.
-            update.next_sync_at = Set(Some(now));
-            touched = true;
-        }
-        if effects.contains(&Effect::CancelFetch) {
-            update.next_sync_at = Set(None);
-            update.failing_since = Set(None);
-            // A transfer in flight loses its lease: its next write is refused.
-            update.sync_lease_until = Set(None);
-            update.sync_lease_token = Set(None);
-            touched = true;
-        }
-        if effects.contains(&Effect::AlertOperators) {
-            let (code, message) = match &change.error {
-                ErrorUpdate::Set(e) => (e.code.clone(), e.message.clone()),
-                _ => (event.to_owned(), change.reason.clone().unwrap_or_default()),
-            };
-            tracing::error!(connection = id, partner, code, "operator alert: {message}");
-            operator_alert::Entity::insert(operator_alert::ActiveModel {
-                id: Set(uuid::Uuid::now_v7().to_string()),
-                partner: Set(partner.to_owned()),
-                connection_id: Set(Some(id.to_owned())),
-                code: Set(code),
-                message: Set(message),
-                created_at: Set(now),
-            })
-            .exec(txn)
-            .await?;
-        }
-        if touched {
-            connection::Entity::update_many()
-                .set(update)
-                .filter(connection::Column::Id.eq(id))
-                .exec(txn)
-                .await?;
-        }
-        Ok(())
+    /// Woken when a transition in this process queued a partner revocation.
+    pub fn revocations_queued(&self) -> &tokio::sync::Notify {
+        &self.revocations_queued
     }
 
     /// Decrypts the tokens of a connection, if it holds any.
@@ -538,56 +355,30 @@ impl Store {
     }
 }
 
-fn apply_error_fields(
-    update: &mut connection::ActiveModel,
-    error: &ErrorUpdate,
-    _before: Option<&connection::Model>,
-) {
-    match error {
-        ErrorUpdate::Keep => {}
-        ErrorUpdate::Clear => {
-            update.last_error_code = Set(None);
-            update.last_error = Set(None);
-        }
-        ErrorUpdate::Set(ErrorInfo { code, message }) => {
-            update.last_error_code = Set(Some(code.clone()));
-            update.last_error = Set(Some(message.clone()));
-        }
-    }
-}
-
 async fn insert_journal(
     txn: &DatabaseTransaction,
     id: &str,
     seq: i64,
-    transition: &Transition,
+    transition: &Transition<'_>,
     change: &Change,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let mut details = change.details.clone();
+    storable_value(&mut details);
     connection_event::Entity::insert(connection_event::ActiveModel {
         connection_id: Set(id.to_owned()),
         seq: Set(seq),
         from_state: Set(transition.from.map(|s| s.as_str().to_owned())),
         to_state: Set(transition.to.as_str().to_owned()),
-        event: Set(journal_event_name(change)),
+        event: Set(change.event.journal_name().to_owned()),
         actor: Set(change.actor.as_str().to_owned()),
-        reason: Set(change.reason.clone()),
-        details: Set(change.details.clone()),
+        reason: Set(change.reason.as_deref().map(storable)),
+        details: Set(details),
         at: Set(now),
     })
     .exec(txn)
     .await?;
     Ok(())
-}
-
-/// Notes carry their own name in `details.note` (e.g. `partner_revocation_confirmed`).
-fn journal_event_name(change: &Change) -> String {
-    if change.event == Event::Note
-        && let Some(note) = change.details.get("note").and_then(|n| n.as_str())
-    {
-        return note.to_owned();
-    }
-    change.event.as_str().to_owned()
 }
 
 fn parse_state(s: &str) -> Result<State> {
@@ -623,6 +414,13 @@ pub(super) fn to_domain(row: connection::Model) -> Result<Connection> {
         failing_since: row.failing_since,
         records_skipped: u64::try_from(row.records_skipped)
             .map_err(|_| corrupt("skipped record count"))?,
+        records_conflicting: u64::try_from(row.records_conflicting)
+            .map_err(|_| corrupt("conflicting record count"))?,
+        refresh_failures: u32::try_from(row.refresh_failures)
+            .map_err(|_| corrupt("refresh failure count"))?,
+        refresh_due_at: row.refresh_due_at,
+        refresh_outcome_unknown_at: row.refresh_outcome_unknown_at,
+        reread_at: row.reread_at,
     })
 }
 

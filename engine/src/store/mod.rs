@@ -4,23 +4,37 @@
 //! # Layout
 //! - `entities/`: rows as stored.
 //! - `connections.rs`: create/reconnect, compare-and-swap transitions with their journal row.
+//! - `effects.rs`: the storage effects of a transition, in its transaction.
 //! - `authorizations.rs`: single-use OAuth `state`s.
 //! - `revocations.rs`: partner-side revocations still owed.
 //! - `alerts.rs`: operator alerts.
-//! - `sync.rs`: transfers: claiming due connections, leases, window commits, stored records.
+//! - `transfer.rs`: the transfer's types and its lease protocol; by operation:
+//!   `claim.rs` (due transfers and refreshes), `start.rs`, `commit.rs` (window commits),
+//!   `upsert.rs` (records and skipped records), `finish.rs` (yields, failures, sync requests),
+//!   `records.rs` (reading stored data back).
+//! - `rows.rs`: statements written once for both backends (rows as one JSON parameter).
 //! - `group.rs`: group commit (concurrent transfers' starts and commits share statements).
 
 mod alerts;
 mod authorizations;
+mod claim;
+mod commit;
 mod connections;
+mod effects;
 pub mod entities;
+mod finish;
 mod group;
+mod records;
 mod revocations;
-mod sync;
+mod rows;
+mod start;
+mod transfer;
+mod upsert;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
-pub use authorizations::{AuthorizationRejected, ConsumedAuthorization};
+pub use authorizations::{AuthorizationPeek, AuthorizationRejected, ConsumedAuthorization};
+pub use commit::GroupStats;
 pub use connections::Applied;
 use migrations::{Migrator, MigratorTrait};
 pub use revocations::{DueRevocation, RevocationStatus};
@@ -32,13 +46,13 @@ use sqlx::{
     postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-pub use sync::{Chunk, ChunkStats, Claimed, RecordQuery, SyncEnd, SyncLease};
+pub use transfer::{Chunk, ChunkStats, Claimed, RecordQuery, SkippedRecord, SyncEnd, SyncLease};
 
 use crate::{
     clock::{SharedClock, SystemClock},
     crypto::{CryptoError, Keyring},
     failpoint::Failpoints,
-    state::InvalidTransition,
+    state::{InvalidTransition, State},
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -57,9 +71,13 @@ pub enum StoreError {
     AlreadyLive,
     #[error(transparent)]
     InvalidTransition(#[from] InvalidTransition),
-    /// A transition whose effects need data the caller did not give (a bug, not user input).
-    #[error("transition {0} needs {1}")]
-    MissingInput(&'static str, &'static str),
+    /// The change was already made (a revocation finished twice): nothing was written.
+    #[error("already done")]
+    AlreadyDone,
+    /// Only a connection that may transfer data (active, or refreshing its token) can be asked
+    /// to sync; this one is in `state`. Nothing was written.
+    #[error("only active connections transfer data; this one is {0}")]
+    NotTransferring(State),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("stored data are corrupt: {0}")]
@@ -116,7 +134,9 @@ pub struct Store {
     keyring: Arc<Keyring>,
     clock: SharedClock,
     failpoints: Failpoints,
-    groups: Arc<sync::Groups>,
+    groups: Arc<commit::Groups>,
+    /// Woken by a transition that queued a partner revocation (see `connections::after_commit`).
+    revocations_queued: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -192,7 +212,7 @@ impl Store {
             )
             .into());
         };
-        let groups = Arc::new(sync::Groups::new(db.get_database_backend()));
+        let groups = Arc::new(commit::Groups::new(db.get_database_backend()));
         Ok(Self {
             db,
             pool,
@@ -200,6 +220,7 @@ impl Store {
             keyring: Arc::new(keyring),
             clock: Arc::new(SystemClock),
             failpoints: Failpoints::default(),
+            revocations_queued: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -209,9 +230,21 @@ impl Store {
         options: &StoreOptions,
         keyring: Keyring,
     ) -> Result<Self> {
-        let store = Self::open(url, options, keyring).await?;
-        store.migrate().await?;
-        Ok(store)
+        // Migrations run on a connection of their own, closed before the pool opens: a pooled
+        // SQLite connection that had prepared statements against the old schema could keep
+        // their stale column lists after an `ALTER TABLE` (seen as "missing value for column").
+        let migrator = Self::open(
+            url,
+            &StoreOptions {
+                max_connections: 1,
+                ..options.clone()
+            },
+            keyring.clone(),
+        )
+        .await?;
+        migrator.migrate().await?;
+        migrator.close().await;
+        Self::open(url, options, keyring).await
     }
 
     pub async fn migrate(&self) -> Result<()> {
@@ -223,7 +256,7 @@ impl Store {
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         // Its own group-commit queues: a group runs with its leader's clock.
-        self.groups = Arc::new(sync::Groups::new(self.db.get_database_backend()));
+        self.groups = Arc::new(commit::Groups::new(self.db.get_database_backend()));
         self
     }
 

@@ -1,13 +1,14 @@
-//! Partner-side revocations still owed (C11/C12). The refresh token lives here, sealed, only
-//! until the partner confirms or the retry limit is reached; each outcome is journaled.
+//! Partner-side revocations still owed (docs/oauth.md#revocation). The refresh token lives here,
+//! sealed, only until the partner confirms or the retry limit is reached; the outcome is recorded
+//! by a transition (`RevocationFinished`), so the row and its journal entry commit together.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::{Result, Store, StoreError, connections::revocation_aad, entities::partner_revocation};
+use super::{Result, Store, StoreError, effects::revocation_aad, entities::partner_revocation};
 use crate::{
     ids::ConnectionId,
-    model::{Actor, Change},
+    model::{Actor, Change, RevocationFinish},
     secret::SecretString,
     state::Event,
 };
@@ -156,44 +157,29 @@ impl Store {
     }
 
     /// The partner confirmed (or the limit was reached): the token is deleted for good and the
-    /// outcome journaled. Finishing twice is a no-op.
+    /// outcome journaled, in one transaction. Finishing twice is a no-op.
     pub async fn finish_revocation(
         &self,
         revocation: &DueRevocation,
-        revoked: bool,
+        confirmed: bool,
         error: Option<&str>,
     ) -> Result<()> {
-        let now = self.clock.now();
-        let outcome = if revoked { "revoked" } else { "abandoned" };
-        let done = partner_revocation::Entity::update_many()
-            .set(partner_revocation::ActiveModel {
-                token_ciphertext: Set(None),
-                key_id: Set(None),
-                attempts: Set(i32::try_from(revocation.attempts + 1).unwrap_or(i32::MAX)),
-                completed_at: Set(Some(now)),
-                outcome: Set(Some(outcome.to_owned())),
-                last_error: Set(error.map(str::to_owned)),
-                ..Default::default()
-            })
-            .filter(partner_revocation::Column::Id.eq(revocation.id.as_str()))
-            .filter(partner_revocation::Column::CompletedAt.is_null())
-            .exec(&self.db)
-            .await?;
-        if done.rows_affected == 1 {
-            let note = if revoked {
-                "partner_revocation_confirmed"
-            } else {
-                "partner_revocation_abandoned"
-            };
-            let change =
-                Change::new(Event::Note, Actor::system("revoker")).details(serde_json::json!({
-                    "note": note,
-                    "attempts": revocation.attempts + 1,
-                    "error": error,
-                }));
-            self.apply_note(revocation.connection_id, change).await?;
+        let attempts = revocation.attempts + 1;
+        let finish = RevocationFinish {
+            revocation_id: revocation.id.clone(),
+            confirmed,
+            attempts,
+            error: error.map(str::to_owned),
+        };
+        let change = Change::new(
+            Event::RevocationFinished { finish },
+            Actor::system("revoker"),
+        )
+        .details(serde_json::json!({ "attempts": attempts, "error": error }));
+        match self.apply(revocation.connection_id, None, change).await {
+            Ok(_) | Err(StoreError::AlreadyDone) => Ok(()),
+            Err(err) => Err(err),
         }
-        Ok(())
     }
 
     /// A failed attempt: try again at `next_attempt_at`.
@@ -207,7 +193,7 @@ impl Store {
             .set(partner_revocation::ActiveModel {
                 attempts: Set(i32::try_from(revocation.attempts + 1).unwrap_or(i32::MAX)),
                 next_attempt_at: Set(next_attempt_at),
-                last_error: Set(Some(error.to_owned())),
+                last_error: Set(Some(crate::text::storable(error))),
                 ..Default::default()
             })
             .filter(partner_revocation::Column::Id.eq(revocation.id.as_str()))
@@ -215,10 +201,5 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(())
-    }
-
-    /// A journal-only entry (`apply` retries it when a concurrent transition wins the version).
-    pub async fn apply_note(&self, id: ConnectionId, change: Change) -> Result<()> {
-        self.apply(id, None, change).await.map(|_| ())
     }
 }

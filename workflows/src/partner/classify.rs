@@ -1,16 +1,16 @@
 //! Turning what came back from a partner (a response, or a transport failure) into an
-//! [`OAuthError`]. This is the one place that decides retryable versus permanent (C8).
+//! [`OAuthError`]. This is the one place that decides retryable versus permanent; the rules and
+//! their reasons are in docs/oauth.md#token-endpoint-errors.
 //!
 //! The rules, in order:
 //! 1. Transport failure (timeout, refused, reset, TLS) → `Transient`.
 //! 2. 5xx or 429 → `Transient`, whatever the body says (with `Retry-After`).
-//! 3. A JSON object whose `error` is a well-formed OAuth code (RFC 6749 §5.2 characters):
+//! 3. A JSON object whose `error` is a well-formed OAuth code ([`oauth_error_code`]):
 //!    `invalid_grant` → `InvalidGrant`; `server_error`, `temporarily_unavailable` → `Transient`;
 //!    any other code → `Configuration`. This also covers non-conformant servers that answer an
 //!    error with 200.
 //! 4. Anything else (HTML, empty, truncated JSON, a redirect, a 400 or 401 without an OAuth error
-//!    body) → `Transient`. Lesson 1: a partner outage once answered 400 and Tidepool disconnected
-//!    users; only a well-formed `invalid_grant` may ever revoke a connection.
+//!    body) → `Transient`: only a well-formed `invalid_grant` may ever revoke a connection.
 
 use std::{error::Error as _, time::Duration};
 
@@ -20,10 +20,7 @@ use oauth2::{
     http::{HeaderMap, StatusCode, header},
 };
 
-use super::error::OAuthError;
-
-/// Longest OAuth error code we accept as well-formed; longer is treated as a malformed body.
-const MAX_ERROR_CODE_LEN: usize = 128;
+use super::{error::OAuthError, error_code::oauth_error_code};
 
 /// Classify a response that was not a usable success. `now` is the fallback base for an
 /// HTTP-date `Retry-After` when the response has no `Date` header.
@@ -66,23 +63,6 @@ pub(crate) fn classify_transport(error: reqwest::Error, timeout: Duration) -> OA
         format!("request failed: {}", error_chain(&error))
     };
     OAuthError::transient(reason)
-}
-
-/// The `error` member of an RFC 6749 §5.2 error body, if the body is one and the code is
-/// well-formed. `error_description` is ignored: servers make it generic, and it may echo input.
-fn oauth_error_code(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        error: String,
-    }
-    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
-    let code = parsed.error;
-    let well_formed = !code.is_empty()
-        && code.len() <= MAX_ERROR_CODE_LEN
-        && code
-            .bytes()
-            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-    well_formed.then_some(code)
 }
 
 /// "HTTP 400, text/html body of 1234 bytes" — never the body itself (it could echo a token).
@@ -148,6 +128,7 @@ mod tests {
     use oauth2::http::{HeaderValue, Response};
 
     use super::*;
+    use crate::partner::MAX_OAUTH_ERROR_CODE_LEN;
 
     fn response(status: u16, headers: &[(&str, &str)], body: &str) -> HttpResponse {
         let mut builder = Response::builder().status(status);
@@ -195,7 +176,10 @@ mod tests {
             let r = response(400, &[], body);
             assert!(classify_response(&r, now()).is_retryable(), "{body}");
         }
-        let long = format!(r#"{{"error":"{}"}}"#, "a".repeat(MAX_ERROR_CODE_LEN + 1));
+        let long = format!(
+            r#"{{"error":"{}"}}"#,
+            "a".repeat(MAX_OAUTH_ERROR_CODE_LEN + 1)
+        );
         assert!(classify_response(&response(400, &[], &long), now()).is_retryable());
     }
 

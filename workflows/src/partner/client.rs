@@ -1,14 +1,16 @@
 //! The OAuth 2.0 client for one partner: authorization requests (PKCE, state), code exchange,
 //! refresh, revocation, and the callback's issuer check. Built on the `oauth2` crate for URLs,
-//! PKCE and token requests; every failure is classified here into [`OAuthError`] (C8).
+//! PKCE and token requests; every failure is classified here into [`OAuthError`]
+//! (docs/oauth.md#token-endpoint-errors), and token responses we cannot use safely are refused
+//! here (docs/oauth.md#token-responses).
 //!
 //! The client holds no per-user state: the caller stores the state hash and verifier, persists
-//! rotated refresh tokens, and serializes refreshes per connection (C9).
+//! rotated refresh tokens, and serializes refreshes per connection (docs/oauth.md#refresh).
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use engine::secret::SecretString;
+use engine::{schedule::SyncPolicy, secret::SecretString};
 use oauth2::{
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
     EndpointSet, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope,
@@ -54,14 +56,20 @@ struct Inner {
     /// No redirects (a token endpoint that redirects is misconfigured, and following would resend
     /// credentials elsewhere), the configured timeout.
     http: reqwest::Client,
+    /// `request_timeout_secs`: code exchange and revocation.
     timeout: Duration,
+    /// Refresh-token grants only (docs/oauth.md#refresh-timeout).
+    refresh_timeout: Duration,
+    /// The kind's policy with the configured overrides, resolved once at start-up.
+    sync: SyncPolicy,
     /// `config.scopes` space-joined; `None` when no scope is configured.
     requested_scope: Option<String>,
 }
 
-/// A fresh authorization request (C1, C2, C5, C10). The caller sends the browser to `url`,
-/// stores `hash_state(state)` bound to the connection and partner with an expiry, and stores
-/// `pkce_verifier` encrypted for the code exchange. Both secrets are single use.
+/// A fresh authorization request (docs/oauth.md#authorization-request). The caller sends the
+/// browser to `url`, stores `hash_state(state)` bound to the connection and partner with an
+/// expiry, and stores `pkce_verifier` encrypted for the code exchange. Both secrets are single
+/// use.
 pub struct AuthorizationRequest {
     /// The partner's authorize URL with `response_type=code`, `client_id`, `state`,
     /// `code_challenge`, `code_challenge_method=S256`, `redirect_uri` and `scope`.
@@ -96,14 +104,14 @@ pub struct TokenGrant {
     pub access_token: SecretString,
     /// A new refresh token. On refresh, `None` means the partner did not rotate: the caller must
     /// keep using the refresh token it already has. `Some` means rotation: persist it atomically,
-    /// replacing the old one, before using the new access token (C9).
+    /// replacing the old one, before using the new access token (docs/oauth.md#refresh).
     pub refresh_token: Option<SecretString>,
     /// `now + expires_in`; `None` when the partner sent no usable lifetime (or it overflows):
     /// the caller then relies on a 401 from the data API to trigger a refresh.
     pub expires_at: Option<DateTime<Utc>>,
-    /// The granted scope (C10), space-joined. When the partner omits it (RFC 6749 §5.1: granted
-    /// equals requested), the configured scopes. On refresh the caller may prefer the scope it
-    /// stored at exchange time.
+    /// The granted scope (docs/oauth.md#scopes), space-joined. When the partner omits it
+    /// (RFC 6749 §5.1: granted equals requested), the configured scopes. On refresh the caller
+    /// may prefer the scope it stored at exchange time.
     pub scope: Option<String>,
 }
 
@@ -118,11 +126,14 @@ impl fmt::Debug for PartnerClient {
 
 impl PartnerClient {
     /// Validates `config` (see [`PartnerConfigError`]): the redirect path must be exactly
-    /// `/v1/oauth/<name>/callback` (C3), URLs absolute http(s) without credentials or fragment,
-    /// `client_id`/`client_secret` non-empty, scopes valid scope-tokens, timeout ≥ 1 s, and
-    /// `require_issuer` only with an `issuer`.
+    /// `/v1/oauth/<name>/callback` (docs/oauth.md#redirect-uri), URLs absolute http(s) without
+    /// credentials or fragment, `client_id`/`client_secret` non-empty, scopes valid
+    /// scope-tokens, timeout ≥ 1 s, the refresh timeout between that and
+    /// [`super::config::MAX_REFRESH_TIMEOUT_SECS`], `max_token_bytes` in range, `require_issuer`
+    /// only with an `issuer`, and the resolved sync policy valid.
     pub fn new(name: &str, config: PartnerConfig) -> Result<Self, PartnerConfigError> {
-        validate(name, &config)?;
+        let sync = validate(name, &config)?;
+        let refresh_timeout = config.refresh_timeout();
         let timeout = Duration::from_secs(config.request_timeout_secs);
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -143,7 +154,7 @@ impl PartnerClient {
             .set_auth_uri(AuthUrl::from_url(config.authorize_url.clone()))
             .set_token_uri(TokenUrl::from_url(config.token_url.clone()))
             // `from_url` keeps `Url::as_str()`, used verbatim in both the authorize URL and the
-            // token request: byte-identical redirect URIs (C5).
+            // token request: byte-identical redirect URIs (docs/oauth.md#redirect-uri).
             .set_redirect_uri(RedirectUrl::from_url(config.redirect_url.clone()))
             .set_auth_type(auth_type);
         let requested_scope = (!config.scopes.is_empty()).then(|| config.scopes.join(" "));
@@ -154,6 +165,8 @@ impl PartnerClient {
                 oauth,
                 http,
                 timeout,
+                refresh_timeout,
+                sync,
                 requested_scope,
             }),
         })
@@ -165,6 +178,12 @@ impl PartnerClient {
 
     pub fn config(&self) -> &PartnerConfig {
         &self.inner.config
+    }
+
+    /// The sync policy in force: the partner kind's, with `[partners.<name>.sync]` applied
+    /// field by field (docs/oauth.md#partner-kinds-and-their-sync-policy).
+    pub fn sync_policy(&self) -> &SyncPolicy {
+        &self.inner.sync
     }
 
     /// A fresh authorization request, with new state and PKCE verifier each call.
@@ -187,15 +206,16 @@ impl PartnerClient {
     }
 
     /// Exchanges an authorization code (with its PKCE verifier and the configured redirect URI)
-    /// for tokens. Call at most once per code (C6): a retry after `Transient` is safe only if the
-    /// request may not have reached the partner, and a replay answers `InvalidGrant`.
+    /// for tokens. Call at most once per code (docs/oauth.md#code-exchange): a retry after
+    /// `Transient` is safe only if the request may not have reached the partner, and a replay
+    /// answers `InvalidGrant`.
     pub async fn exchange_code(
         &self,
         code: &SecretString,
         pkce_verifier: &SecretString,
         now: DateTime<Utc>,
     ) -> Result<TokenGrant, OAuthError> {
-        let recorder = self.recorder("token");
+        let recorder = self.recorder("token", self.inner.timeout);
         let result = self
             .inner
             .oauth
@@ -206,14 +226,15 @@ impl PartnerClient {
         self.finish(result, &recorder, now)
     }
 
-    /// Refreshes tokens. The caller must hold the connection's refresh lock (C9) and, when
+    /// Refreshes tokens, with the longer refresh timeout (docs/oauth.md#refresh-timeout). The
+    /// caller must hold the connection's refresh lock (docs/oauth.md#refresh) and, when
     /// `refresh_token` comes back `Some`, persist it before using the new access token.
     pub async fn refresh(
         &self,
         refresh_token: &SecretString,
         now: DateTime<Utc>,
     ) -> Result<TokenGrant, OAuthError> {
-        let recorder = self.recorder("token");
+        let recorder = self.recorder("token", self.inner.refresh_timeout);
         let token = RefreshToken::new(refresh_token.expose().clone());
         let result = self
             .inner
@@ -224,17 +245,18 @@ impl PartnerClient {
         self.finish(result, &recorder, now)
     }
 
-    /// RFC 7009 revocation of a refresh token (C11). `Ok` when the partner answered 2xx (also for
-    /// a token it does not know), when it answered `invalid_grant` (the grant is already gone),
-    /// and when the partner has no `revoke_url` (nothing to revoke remotely). `Transient` errors
-    /// are for the caller's background retry (C12); the caller deletes local tokens regardless.
+    /// RFC 7009 revocation of a refresh token (docs/oauth.md#revocation). `Ok` when the partner
+    /// answered 2xx (also for a token it does not know), when it answered `invalid_grant` (the
+    /// grant is already gone), and when the partner has no `revoke_url` (nothing to revoke
+    /// remotely). `Transient` errors are for the caller's background retry; the caller deletes
+    /// local tokens regardless.
     pub async fn revoke(&self, refresh_token: &SecretString) -> Result<(), OAuthError> {
         let Some(url) = &self.inner.config.revoke_url else {
             return Ok(());
         };
         let request = revocation_request(&self.inner.config, url, refresh_token)
             .map_err(|e| OAuthError::transient(format!("could not build request: {e}")))?;
-        let recorder = self.recorder("revoke");
+        let recorder = self.recorder("revoke", self.inner.timeout);
         let response = recorder
             .send(request)
             .await
@@ -249,8 +271,8 @@ impl PartnerClient {
         }
     }
 
-    /// C3 / RFC 9207: the callback's `iss`, compared by exact string equality with the
-    /// configured issuer.
+    /// RFC 9207: the callback's `iss`, compared by exact string equality with the configured
+    /// issuer (docs/oauth.md#issuer).
     ///
     /// | `iss` | configured issuer | result |
     /// |---|---|---|
@@ -275,13 +297,8 @@ impl PartnerClient {
         }
     }
 
-    fn recorder(&self, endpoint: &'static str) -> Recorder<'_> {
-        Recorder::new(
-            &self.inner.http,
-            self.inner.timeout,
-            &self.inner.name,
-            endpoint,
-        )
+    fn recorder(&self, endpoint: &'static str, timeout: Duration) -> Recorder<'_> {
+        Recorder::new(&self.inner.http, timeout, &self.inner.name, endpoint)
     }
 
     /// Turns `oauth2`'s outcome into ours. On failure the recorded response, not `oauth2`'s
@@ -311,6 +328,7 @@ impl PartnerClient {
                 retry_after: None,
             });
         }
+        self.refuse_unusable(&token)?;
         let expires_at = token
             .expires_in
             .and_then(|secs| i64::try_from(secs).ok())
@@ -334,5 +352,26 @@ impl PartnerClient {
             expires_at,
             scope,
         })
+    }
+
+    /// A token response that parsed but must not be used: not a Bearer token, or a token over
+    /// `max_token_bytes` (docs/oauth.md#token-responses). Dropped here, it is never stored or sent.
+    fn refuse_unusable(&self, token: &WireTokenResponse) -> Result<(), OAuthError> {
+        let code = if !token.is_bearer() {
+            "unsupported_token_type"
+        } else {
+            let max = self.inner.config.max_token_bytes;
+            let refresh_len = token.refresh_token.as_ref().map_or(0, |t| t.secret().len());
+            if token.access_token.secret().len() <= max && refresh_len <= max {
+                return Ok(());
+            }
+            "token_too_large"
+        };
+        tracing::warn!(
+            partner = self.inner.name,
+            code,
+            "refused the token endpoint's answer; the partner's tokens are not usable as configured"
+        );
+        Err(OAuthError::refused(code))
     }
 }

@@ -1,31 +1,36 @@
 //! The partner client's errors. Whether a failure is permanent or retryable is decided here,
-//! once, next to the HTTP calls (STYLE practice 5, requirement C8); callers match on the variant
-//! and never look at status codes or bodies themselves.
+//! once, next to the HTTP calls (see docs/oauth.md#token-endpoint-errors); callers match on the
+//! variant and never look at status codes or bodies themselves.
 //!
 //! No `Display` or `Debug` here ever contains a token, code, verifier, secret or response body:
 //! only OAuth error codes (validated to the RFC 6749 character set), statuses and our own words.
 
 use std::time::Duration;
 
-/// Why a token-endpoint or revocation request failed (C8). The mapping is total: every response
-/// and every transport failure lands in exactly one variant.
+use engine::schedule::ScheduleError;
+
+/// Why a token-endpoint or revocation request failed. The mapping is total: every response and
+/// every transport failure lands in exactly one variant (docs/oauth.md#token-endpoint-errors).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OAuthError {
     /// `invalid_grant`: the grant is gone (the user revoked access, a code was replayed, a
     /// rotated refresh token was reused). Permanent: never retried; the user must reconnect.
     #[error("the partner rejected the grant (invalid_grant)")]
     InvalidGrant,
-    /// A well-formed OAuth error other than `invalid_grant` (`invalid_client`,
-    /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`, `invalid_request`,
-    /// `unsupported_token_type`, or any extension code): OUR configuration is wrong. Alert
-    /// operators; do not mark users' connections as revoked, and do not hammer the partner.
-    #[error("the partner rejected our client configuration ({code})")]
+    /// The partner and our configuration disagree: a well-formed OAuth error other than
+    /// `invalid_grant` (`invalid_client`, `unauthorized_client`, `unsupported_grant_type`,
+    /// `invalid_scope`, `invalid_request`, or any extension code), or a token response we refuse
+    /// (`unsupported_token_type`: not a Bearer token; `token_too_large`: a token over
+    /// `max_token_bytes`; see docs/oauth.md#token-responses). Alert operators; do not mark
+    /// users' connections as revoked, and do not hammer the partner.
+    #[error("partner OAuth configuration fault ({code}); operators must act")]
     Configuration {
-        /// The `error` value the partner sent (RFC 6749 §5.2 characters only, at most 128).
+        /// The `error` value the partner sent (RFC 6749 §5.2 characters only, at most 128), or
+        /// our own code for a refused token response.
         code: String,
     },
     /// 5xx, 429, timeouts, connection errors, redirects, non-JSON or malformed bodies (including
-    /// a 400 whose body is not an OAuth error: lessons-from-tidepool lesson 1), and the codes
+    /// a 400 whose body is not an OAuth error: an outage, not a revocation), and the codes
     /// `server_error` / `temporarily_unavailable`. Retry with backoff, honouring `retry_after`.
     #[error("partner temporarily unavailable: {reason}")]
     Transient {
@@ -54,6 +59,13 @@ impl OAuthError {
         }
     }
 
+    /// A token response refused on our side (docs/oauth.md#token-responses).
+    pub(crate) fn refused(code: &str) -> Self {
+        Self::Configuration {
+            code: code.to_owned(),
+        }
+    }
+
     pub(crate) fn transient(reason: impl Into<String>) -> Self {
         Self::Transient {
             reason: reason.into(),
@@ -63,7 +75,8 @@ impl OAuthError {
     }
 }
 
-/// How the engine treats an `error` parameter arriving on the OAuth callback (C4).
+/// How the engine treats an `error` parameter arriving on the OAuth callback
+/// (docs/oauth.md#callback-errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackErrorKind {
     /// `access_denied`: the user said no. The connection fails; never retried.
@@ -100,8 +113,9 @@ pub fn classify_callback_error(error: &str) -> CallbackErrorKind {
     }
 }
 
-/// A callback rejected by [`super::PartnerClient::check_issuer`] (C3, RFC 9207). The callback
-/// must change nothing: no token request, no state transition besides recording the rejection.
+/// A callback rejected by [`super::PartnerClient::check_issuer`] (RFC 9207, docs/oauth.md#issuer).
+/// The callback must change nothing: no token request, no state transition besides recording the
+/// rejection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {
     /// The callback carried `iss` and it is not this partner's issuer: a mix-up attack or a
@@ -157,6 +171,30 @@ pub enum PartnerConfigError {
     Invalid(String),
     #[error("partner {partner}: request_timeout_secs must be at least 1")]
     ZeroTimeout { partner: String },
+    /// See docs/oauth.md#refresh-timeout for both bounds.
+    #[error(
+        "partner {partner}: refresh_timeout_secs is {refresh} (unset: 60, or request_timeout_secs \
+         if longer); it must be at least request_timeout_secs ({request}) and at most {max}"
+    )]
+    RefreshTimeout {
+        partner: String,
+        refresh: u64,
+        request: u64,
+        max: u64,
+    },
+    #[error("partner {partner}: max_token_bytes is {value}; it must be between 1 and {max}")]
+    MaxTokenBytes {
+        partner: String,
+        value: usize,
+        max: usize,
+    },
+    /// The sync policy, the partner kind's defaults with `[partners.<name>.sync]` applied, is
+    /// invalid.
+    #[error("partner {partner}: sync: {reason}")]
+    Sync {
+        partner: String,
+        reason: ScheduleError,
+    },
     #[error("partner {partner}: require_issuer is set but no issuer is configured")]
     IssuerRequiredButMissing { partner: String },
     #[error("partner {partner}: could not build the HTTP client: {reason}")]

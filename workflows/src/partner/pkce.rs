@@ -1,5 +1,5 @@
-//! Per-attempt secrets of an authorization request: the `state` (C2) and the PKCE verifier and
-//! challenge (C1).
+//! Per-attempt secrets of an authorization request: the `state` (docs/oauth.md#state) and the
+//! PKCE verifier and challenge (docs/oauth.md#pkce).
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use engine::secret::SecretString;
@@ -8,7 +8,7 @@ use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 
 /// Bytes of CSPRNG output behind each state and verifier: 256 bits, 43 base64url characters
-/// (RFC 7636 §4.1's recommendation; twice C2's 128-bit floor for `state`).
+/// (RFC 7636 §4.1's recommendation; twice the 128-bit floor worth having for `state`).
 pub(crate) const RANDOM_BYTES: usize = 32;
 
 /// 32 bytes from the thread-local CSPRNG (ChaCha, reseeded from the OS), base64url, no padding.
@@ -27,9 +27,9 @@ pub(crate) fn new_pkce() -> (PkceCodeChallenge, SecretString) {
     (challenge, verifier)
 }
 
-/// How `state` is stored (C2): SHA-256, lowercase hex. The callback's `state` is hashed the same
-/// way and looked up; the raw value never touches the database. No salt is needed: the input has
-/// 256 bits of entropy.
+/// How `state` is stored (docs/oauth.md#state): SHA-256, lowercase hex. The callback's `state` is
+/// hashed the same way and looked up; the raw value never touches the database. No salt is
+/// needed: the input has 256 bits of entropy.
 pub fn hash_state(state: &str) -> String {
     Sha256::digest(state.as_bytes())
         .iter()

@@ -2,8 +2,9 @@
 //! the token response type it parses into.
 //!
 //! Why a recording client: `oauth2`'s errors carry neither the HTTP status nor `Retry-After`,
-//! which classification needs (C8). The [`Recorder`] keeps the last response it returned, and the
-//! caller classifies that response itself (`classify.rs`) whenever `oauth2` reports a failure.
+//! which classification needs (docs/oauth.md#token-endpoint-errors). The [`Recorder`] keeps the
+//! last response it returned, and the caller classifies that response itself (`classify.rs`)
+//! whenever `oauth2` reports a failure.
 
 use std::{future::Future, pin::Pin, sync::Mutex, time::Duration};
 
@@ -17,8 +18,9 @@ use serde_json::Value;
 use super::{classify::classify_transport, error::OAuthError};
 
 /// Largest response body we read. Token responses are a few KiB; anything bigger is a broken or
-/// hostile server, and is treated as a transient failure rather than read into memory.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// hostile server, and is treated as a transient failure rather than read into memory. Well above
+/// two tokens of the largest `max_token_bytes` allowed, so that limit is what refuses a big token.
+pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A failure to obtain any response; already classified.
 #[derive(Debug, thiserror::Error)]
@@ -26,9 +28,12 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub(crate) struct TransportError(pub(crate) OAuthError);
 
 /// One request's worth of HTTP client for `oauth2`: sends with our reqwest client (no
-/// redirects, our timeout), logs one debug line, and remembers the response for classification.
+/// redirects), with this request's timeout, logs one debug line, and remembers the response for
+/// classification.
 pub(crate) struct Recorder<'a> {
     pub(crate) http: &'a reqwest::Client,
+    /// The whole request, connect to last body byte: `refresh_timeout_secs` for refresh-token
+    /// grants, `request_timeout_secs` otherwise (docs/oauth.md#refresh-timeout).
     pub(crate) timeout: Duration,
     /// Partner name, for the log line.
     pub(crate) partner: &'a str,
@@ -87,9 +92,11 @@ impl<'a> Recorder<'a> {
     }
 
     async fn send_inner(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let request: reqwest::Request = request
+        let mut request: reqwest::Request = request
             .try_into()
             .map_err(|e| TransportError(classify_transport(e, self.timeout)))?;
+        // Overrides the client's default, which is `request_timeout_secs`.
+        *request.timeout_mut() = Some(self.timeout);
         let mut response = self
             .http
             .execute(request)
@@ -135,9 +142,10 @@ impl<'c> AsyncHttpClient<'c> for Recorder<'_> {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct WireTokenResponse {
     pub(crate) access_token: AccessToken,
-    /// Required by RFC 6749 but irrelevant to us (we only speak Bearer); defaults to Bearer.
-    #[serde(default = "bearer", deserialize_with = "lenient_token_type")]
-    token_type: BasicTokenType,
+    /// `None` when absent or `null`, read as Bearer; any other value than Bearer is refused by
+    /// the client (docs/oauth.md#token-responses).
+    #[serde(default, deserialize_with = "lenient_token_type")]
+    token_type: Option<BasicTokenType>,
     /// Seconds; accepts a number or a numeric string. Anything else is treated as absent.
     #[serde(default, deserialize_with = "lenient_seconds")]
     pub(crate) expires_in: Option<u64>,
@@ -155,7 +163,7 @@ impl TokenResponse for WireTokenResponse {
         &self.access_token
     }
     fn token_type(&self) -> &BasicTokenType {
-        &self.token_type
+        self.token_type.as_ref().unwrap_or(&BEARER)
     }
     fn expires_in(&self) -> Option<Duration> {
         self.expires_in.map(Duration::from_secs)
@@ -168,18 +176,24 @@ impl TokenResponse for WireTokenResponse {
     }
 }
 
-fn bearer() -> BasicTokenType {
-    BasicTokenType::Bearer
+impl WireTokenResponse {
+    /// A Bearer token, by RFC 6749 §7.1's case-insensitive comparison; absent counts as Bearer.
+    pub(crate) fn is_bearer(&self) -> bool {
+        matches!(self.token_type, None | Some(BasicTokenType::Bearer))
+    }
 }
 
-fn lenient_token_type<'de, D: Deserializer<'de>>(d: D) -> Result<BasicTokenType, D::Error> {
+static BEARER: BasicTokenType = BasicTokenType::Bearer;
+
+/// Never fails, so an odd `token_type` reaches the client's check (a partner fault) instead of
+/// being lost in a parse error (a transient one).
+fn lenient_token_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BasicTokenType>, D::Error> {
     Ok(match Value::deserialize(d)? {
-        Value::String(s) => match s.to_ascii_lowercase().as_str() {
-            "bearer" => BasicTokenType::Bearer,
-            "mac" => BasicTokenType::Mac,
-            other => BasicTokenType::Extension(other.to_owned()),
-        },
-        _ => BasicTokenType::Bearer,
+        Value::Null => None,
+        Value::String(s) if s.eq_ignore_ascii_case("bearer") => Some(BasicTokenType::Bearer),
+        Value::String(s) if s.eq_ignore_ascii_case("mac") => Some(BasicTokenType::Mac),
+        Value::String(s) => Some(BasicTokenType::Extension(s)),
+        _ => Some(BasicTokenType::Extension(String::new())),
     })
 }
 
@@ -221,15 +235,28 @@ mod tests {
     fn lenient_fields() {
         let t = parse(r#"{"access_token":"a","expires_in":"7200","scope":["x","y"]}"#);
         assert_eq!(t.expires_in, Some(7200));
-        assert_eq!(t.token_type, BasicTokenType::Bearer);
+        assert!(t.token_type.is_none() && t.is_bearer());
         assert_eq!(t.scopes.unwrap().len(), 2);
         let t = parse(
             r#"{"access_token":"a","token_type":"Bearer","expires_in":3599.9,"refresh_token":null,"scope":null}"#,
         );
         assert_eq!(t.expires_in, Some(3599));
         assert!(t.refresh_token.is_none() && t.scopes.is_none());
+        assert!(t.is_bearer());
         let t = parse(r#"{"access_token":"a","expires_in":-5,"token_type":7}"#);
         assert_eq!(t.expires_in, None);
+        assert!(!t.is_bearer());
+        for (token_type, bearer) in [
+            ("BeArEr", true),
+            ("MAC", false),
+            ("DPoP", false),
+            ("", false),
+        ] {
+            let t = parse(&format!(
+                r#"{{"access_token":"a","token_type":"{token_type}"}}"#
+            ));
+            assert_eq!(t.is_bearer(), bearer, "{token_type}");
+        }
         assert!(serde_json::from_str::<WireTokenResponse>(r#"{"token_type":"bearer"}"#).is_err());
     }
 }

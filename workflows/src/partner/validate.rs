@@ -1,16 +1,25 @@
 //! Start-up checks of a partner's configuration: fail at boot, not at a user's first connect.
 
+use engine::schedule::SyncPolicy;
 use url::Url;
 
-use super::{config::PartnerConfig, error::PartnerConfigError};
+use super::{
+    config::{MAX_MAX_TOKEN_BYTES, MAX_REFRESH_TIMEOUT_SECS, PartnerConfig},
+    error::PartnerConfigError,
+};
 
-/// The callback path for a partner (C3: one path per partner, so a response can only ever be
+/// The callback path for a partner (one path per partner, so a response can only ever be
 /// attributed to the partner whose path it arrived on).
 pub fn callback_path(name: &str) -> String {
     format!("/v1/oauth/{name}/callback")
 }
 
-pub(crate) fn validate(name: &str, config: &PartnerConfig) -> Result<(), PartnerConfigError> {
+/// Checks everything about `config` that can be checked without the network, and returns the
+/// sync policy in force (the kind's, with the configured overrides).
+pub(crate) fn validate(
+    name: &str,
+    config: &PartnerConfig,
+) -> Result<SyncPolicy, PartnerConfigError> {
     if engine::ids::PartnerName::parse(name).is_err() {
         return Err(PartnerConfigError::InvalidName(name.to_owned()));
     }
@@ -62,6 +71,22 @@ pub(crate) fn validate(name: &str, config: &PartnerConfig) -> Result<(), Partner
     if config.request_timeout_secs == 0 {
         return Err(PartnerConfigError::ZeroTimeout { partner: partner() });
     }
+    let refresh = config.refresh_timeout().as_secs();
+    if refresh < config.request_timeout_secs || refresh > MAX_REFRESH_TIMEOUT_SECS {
+        return Err(PartnerConfigError::RefreshTimeout {
+            partner: partner(),
+            refresh,
+            request: config.request_timeout_secs,
+            max: MAX_REFRESH_TIMEOUT_SECS,
+        });
+    }
+    if !(1..=MAX_MAX_TOKEN_BYTES).contains(&config.max_token_bytes) {
+        return Err(PartnerConfigError::MaxTokenBytes {
+            partner: partner(),
+            value: config.max_token_bytes,
+            max: MAX_MAX_TOKEN_BYTES,
+        });
+    }
     match &config.issuer {
         Some(issuer) if issuer.is_empty() => {
             return Err(PartnerConfigError::Empty {
@@ -74,10 +99,16 @@ pub(crate) fn validate(name: &str, config: &PartnerConfig) -> Result<(), Partner
         }
         _ => {}
     }
-    Ok(())
+    config
+        .sync_policy()
+        .map_err(|reason| PartnerConfigError::Sync {
+            partner: partner(),
+            reason,
+        })
 }
 
-/// Absolute http(s) with a host, no userinfo (credentials never in URLs, C7), no fragment
+/// Absolute http(s) with a host, no userinfo (credentials never in URLs,
+/// docs/oauth.md#client-authentication), no fragment
 /// (RFC 6749 §3.1, §3.1.2).
 fn is_plain_http_url(url: &Url) -> bool {
     matches!(url.scheme(), "http" | "https")

@@ -125,11 +125,16 @@ impl MockPartner {
 
 /// Built through serde so fields added later with defaults don't break the tests.
 pub(crate) fn config_for(base: &str, client_auth: ClientAuth) -> PartnerConfig {
+    serde_json::from_value(config_json(base, client_auth)).unwrap()
+}
+
+/// The configuration as an operator would write it, to edit before parsing.
+pub(crate) fn config_json(base: &str, client_auth: ClientAuth) -> serde_json::Value {
     let auth = match client_auth {
         ClientAuth::ClientSecretBasic => "client_secret_basic",
         ClientAuth::ClientSecretPost => "client_secret_post",
     };
-    serde_json::from_value(serde_json::json!({
+    serde_json::json!({
         "display_name": "ACME", "kind": "dexcom", "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET, "client_auth": auth,
         "authorize_url": format!("{base}/authorize?prompt=login"),
@@ -137,8 +142,7 @@ pub(crate) fn config_for(base: &str, client_auth: ClientAuth) -> PartnerConfig {
         "redirect_url": "https://tributary.example:8443/v1/oauth/acme/callback",
         "issuer": "https://auth.acme.example", "scopes": ["offline_access", "egv.read"],
         "api_base_url": format!("{base}/api"), "request_timeout_secs": 1,
-    }))
-    .unwrap()
+    })
 }
 
 pub(crate) fn now() -> DateTime<Utc> {

@@ -15,6 +15,7 @@ pub struct Model {
     pub state_changed_at: DateTimeUtc,
     pub last_error_code: Option<String>,
     pub last_error: Option<String>,
+    /// Consecutive failed transfers (the transfer path changes it by SQL arithmetic only).
     pub failure_count: i32,
     pub paused: bool,
     /// AES-256-GCM sealed JSON of the token set; associated data = `tokens:<id>`.
@@ -36,8 +37,19 @@ pub struct Model {
     pub sync_lease_token: Option<String>,
     /// Last user-requested immediate sync (rate limit).
     pub sync_requested_at: Option<DateTimeUtc>,
-    /// Partner records the mapping could not understand, skipped over the connection's life.
+    /// Distinct partner records skipped over the connection's life (one per `skipped_records`
+    /// row, so a bad record re-read by the overlap counts once).
     pub records_skipped: i64,
+    /// Consecutive failed refreshes (written only by refresh transitions, under the version).
+    pub refresh_failures: i32,
+    /// When the next refresh is due; the refresh dispatcher's claim moves it ahead (a lease).
+    pub refresh_due_at: Option<DateTimeUtc>,
+    /// The last refresh was abandoned after its request went out: its outcome is unknown.
+    pub refresh_outcome_unknown_at: Option<DateTimeUtc>,
+    /// Records that came twice in one window with different contents (the last one kept).
+    pub records_conflicting: i64,
+    /// When the partner's late-change horizon was last re-read.
+    pub reread_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,8 @@ pub struct Model {
     pub retired: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// 1 when inserted, + 1 on every change (partner corrections, deletions).
+    pub revision: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

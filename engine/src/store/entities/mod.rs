@@ -7,3 +7,4 @@ pub mod data_record;
 pub mod oauth_authorization;
 pub mod operator_alert;
 pub mod partner_revocation;
+pub mod skipped_record;

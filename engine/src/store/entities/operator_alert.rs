@@ -10,8 +10,15 @@ pub struct Model {
     pub partner: String,
     pub connection_id: Option<String>,
     pub code: String,
+    /// The latest occurrence's message (bounded, sanitised).
     pub message: String,
+    /// When the alert was first raised.
     pub created_at: DateTimeUtc,
+    /// `partner:code`: repeats fold into this row (NULL for alerts stored before folding).
+    pub fold_key: Option<String>,
+    /// Occurrences folded into this row.
+    pub count: i64,
+    pub last_seen_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

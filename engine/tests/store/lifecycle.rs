@@ -1,19 +1,16 @@
-//! Storage and state machine against a real SQLite file and a real PostgreSQL database.
-
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
 use engine::{
     StoreError,
-    clock::ManualClock,
-    ids::{PartnerName, UserId},
-    model::MappedRecord,
-    model::{Actor, Change, ErrorInfo, FailureCount, NewAuthorization, TokenSet},
-    secret::SecretString,
+    clock::{Clock, ManualClock},
+    model::{Actor, Change, ErrorInfo},
     state::{Event, State},
-    store::{AuthorizationRejected, Chunk, Store, SyncLease},
+    store::AuthorizationRejected,
     testing::TestDb,
 };
+
+use crate::{active, authorized, leased, partner, records, refuse, start, user};
 
 engine::backend_tests!(
     connect_journal_and_row_agree,
@@ -28,57 +25,9 @@ engine::backend_tests!(
     disconnect_queues_partner_revocation_and_journals_outcome,
     counters_and_cursor_round_trip,
     migrations_twice_are_a_noop,
-    concurrent_transfers_group_commit_each_to_its_own_row,
-    a_failing_write_fails_only_its_own_transfer,
-    a_failing_start_fails_only_its_own_transfer,
+    finishing_a_revocation_records_row_and_journal_together,
+    fail_queues_a_partner_revocation_and_wakes_the_revoker,
 );
-
-fn user(s: &str) -> UserId {
-    UserId::parse(s).unwrap()
-}
-
-fn partner() -> PartnerName {
-    PartnerName::parse("sandbox-cgm").unwrap()
-}
-
-fn start(state_hash: &str, expires_in: TimeDelta) -> Change {
-    Change::new(Event::StartAuthorization, Actor::new("user", "u1")).authorization(
-        NewAuthorization {
-            state_hash: state_hash.to_owned(),
-            pkce_verifier: SecretString::from(format!("verifier-{state_hash}")),
-            expires_at: Utc::now() + expires_in,
-        },
-    )
-}
-
-fn tokens(access: &str, refresh: &str) -> TokenSet {
-    TokenSet {
-        access_token: SecretString::from(access),
-        refresh_token: Some(SecretString::from(refresh)),
-        expires_at: Some(Utc::now() + TimeDelta::hours(2)),
-        scope: Some("offline_access".to_owned()),
-    }
-}
-
-async fn active(store: &Store, u: &str, access: &str, refresh: &str) -> engine::model::Connection {
-    let (applied, _) = store
-        .open_connection(
-            &user(u),
-            &partner(),
-            start(&format!("h-{u}"), TimeDelta::minutes(10)),
-        )
-        .await
-        .unwrap();
-    store
-        .apply(
-            applied.connection.id,
-            Some(applied.connection.version),
-            Change::new(Event::Authorized, Actor::new("user", u)).tokens(tokens(access, refresh)),
-        )
-        .await
-        .unwrap()
-        .connection
-}
 
 async fn connect_journal_and_row_agree(db: &TestDb) {
     let store = db.store().await;
@@ -105,11 +54,7 @@ async fn invalid_transition_changes_nothing(db: &TestDb) {
     let store = db.store().await;
     let conn = active(&store, "u1", "a", "r").await;
     let err = store
-        .apply(
-            conn.id,
-            None,
-            Change::new(Event::Authorized, Actor::system("t")),
-        )
+        .apply(conn.id, None, authorized("x", "y"))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidTransition(_)), "{err:?}");
@@ -221,20 +166,19 @@ async fn concurrent_creation_yields_one_row(db: &TestDb) {
 
 async fn reconnect_reuses_row_and_keeps_cursor(db: &TestDb) {
     let store = db.store().await;
-    let conn = active(&store, "u1", "a", "r").await;
-    let cursor = Utc::now() - TimeDelta::days(3);
-    // Data cursor written directly: the transfer issue owns the code that advances it.
-    use sea_orm::{ConnectionTrait, Statement};
-    let backend = store.db().get_database_backend();
+    // The cursor is `fetched_through`, moved by a real window commit.
+    let mut lease = leased(&store, "u1").await;
+    let conn = lease.connection.clone();
+    let cursor = chrono::SubsecRound::trunc_subsecs(Utc::now() - TimeDelta::days(3), 0);
+    let next = Utc::now() + TimeDelta::hours(1);
     store
-        .db()
-        .execute_raw(Statement::from_sql_and_values(
-            backend,
-            "UPDATE connections SET latest_data_time = $1 WHERE id = $2",
-            [cursor.into(), conn.id.to_string().into()],
-        ))
+        .commit_last_chunk(&mut lease, records(1, 3).into(), cursor, next, false)
         .await
         .unwrap();
+    assert_eq!(
+        store.get(conn.id).await.unwrap().fetched_through,
+        Some(cursor)
+    );
     let revoked = store
         .apply(
             conn.id,
@@ -257,10 +201,25 @@ async fn reconnect_reuses_row_and_keeps_cursor(db: &TestDb) {
     assert!(!created);
     assert_eq!(again.connection.id, conn.id);
     assert_eq!(again.connection.state, State::Authorizing);
-    let kept = again.connection.latest_data_time.unwrap();
-    assert!(
-        (kept - cursor).num_milliseconds().abs() < 1,
-        "cursor kept: {kept} vs {cursor}"
+    assert_eq!(
+        again.connection.fetched_through,
+        Some(cursor),
+        "cursor kept"
+    );
+    let back = store
+        .apply(conn.id, None, authorized("a2", "r2"))
+        .await
+        .unwrap()
+        .connection;
+    assert_eq!(
+        back.fetched_through,
+        Some(cursor),
+        "cursor kept once active again"
+    );
+    assert_eq!(
+        store.record_ids(conn.id, false).await.unwrap().len(),
+        3,
+        "its records too"
     );
 }
 
@@ -441,7 +400,7 @@ async fn disconnect_queues_partner_revocation_and_journals_outcome(db: &TestDb) 
     store
         .retry_revocation(
             &due[0],
-            clock.now_plus(TimeDelta::minutes(1)),
+            clock.now() + TimeDelta::minutes(1),
             "partner_unavailable",
         )
         .await
@@ -486,12 +445,16 @@ async fn counters_and_cursor_round_trip(db: &TestDb) {
             .apply(
                 conn.id,
                 Some(c.version),
-                Change::new(Event::RefreshDeferred, Actor::system("t"))
-                    .error(ErrorInfo::new(
-                        "partner_unavailable",
-                        "token endpoint answered 503",
-                    ))
-                    .failure_count(FailureCount::Increment),
+                Change::new(
+                    Event::RefreshDeferred {
+                        retry_at: Utc::now() + TimeDelta::minutes(1),
+                    },
+                    Actor::system("t"),
+                )
+                .error(ErrorInfo::new(
+                    "partner_unavailable",
+                    "token endpoint answered 503",
+                )),
             )
             .await
             .unwrap()
@@ -499,7 +462,11 @@ async fn counters_and_cursor_round_trip(db: &TestDb) {
         version = c.version;
     }
     let c = store.get(conn.id).await.unwrap();
-    assert_eq!(c.failure_count, 3);
+    assert_eq!(c.refresh_failures, 3);
+    assert_eq!(
+        c.failure_count, 0,
+        "refresh failures are not the transfer streak"
+    );
     assert_eq!(c.last_error.as_ref().unwrap().code, "partner_unavailable");
     // A stale job (old version) does nothing.
     let err = store
@@ -523,268 +490,63 @@ async fn migrations_twice_are_a_noop(db: &TestDb) {
     assert_eq!(again.get(conn.id).await.unwrap(), conn);
 }
 
-const LEASE: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// `n` records of connection `i` (ids unique per connection, shared across connections).
-fn records(i: usize, n: usize) -> Vec<MappedRecord> {
-    (0..n)
-        .map(|k| {
-            let time = Utc::now() - TimeDelta::minutes(5 * k as i64);
-            MappedRecord {
-                partner_record_id: format!("r{k}"),
-                datum_type: "cbg".to_owned(),
-                time,
-                retired: false,
-                datum: serde_json::json!({"type": "cbg", "value": i * 100 + k, "note": "a \"quoted\" ✓"}),
-            }
-        })
-        .collect()
-}
-
-/// Makes the database refuse `event`s on `table` whose new row matches `when` (a trigger on
-/// either backend): a write failure of our choosing, for one row.
-async fn refuse(store: &Store, event: &str, table: &str, when: &str) {
-    use sea_orm::ConnectionTrait;
-    let statements = match store.backend() {
-        engine::store::Backend::Sqlite => vec![format!(
-            "CREATE TRIGGER refuse BEFORE {event} ON {table} WHEN {when} \
-             BEGIN SELECT RAISE(ABORT, 'refused'); END"
-        )],
-        engine::store::Backend::Postgres => vec![
-            format!(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-                 IF {when} THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$"
-            ),
-            format!(
-                "CREATE TRIGGER refuse BEFORE {event} ON {table} \
-                 FOR EACH ROW EXECUTE FUNCTION refuse()"
-            ),
-        ],
-    };
-    for sql in statements {
-        store.db().execute_unprepared(&sql).await.unwrap();
-    }
-}
-
-/// Every stored (live) record of `u`.
-async fn user_data(store: &Store, u: &str) -> Vec<engine::model::StoredRecord> {
-    store
-        .records(&engine::store::RecordQuery {
-            user: user(u),
-            datum_type: None,
-            start: None,
-            end: None,
-            after: None,
-            limit: 100,
-        })
-        .await
-        .unwrap()
-}
-
-/// `n` active connections, all due and claimed, their transfers started concurrently.
-async fn started(store: &Store, prefix: &str, n: usize) -> Vec<SyncLease> {
-    let mut ids = Vec::new();
-    for i in 0..n {
-        ids.push(active(store, &format!("{prefix}{i}"), "a", "r").await.id);
-    }
-    let claimed = store.claim_due(1000, LEASE).await.unwrap();
-    assert_eq!(claimed.len(), n, "every new connection is due at once");
-    let starts = claimed.iter().map(|c| {
-        let store = store.clone();
-        let c = c.clone();
-        tokio::spawn(async move { store.start_sync(c.id, c.version, LEASE).await })
-    });
-    let mut leases: Vec<SyncLease> = futures::future::join_all(starts)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().unwrap().expect("started"))
-        .collect();
-    leases.sort_by_key(|l| ids.iter().position(|id| *id == l.connection.id));
-    leases
-}
-
-async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
+/// The revocation's row and its journal entry commit together: if the journal entry cannot be
+/// written, the revocation stays owed (it is retried), instead of finished without a record.
+async fn finishing_a_revocation_records_row_and_journal_together(db: &TestDb) {
     let store = db.store().await;
-    let leases = started(&store, "g", 24).await;
-    // A duplicated job starts nothing: its connection's lease is taken.
-    let first = leases[0].connection.clone();
-    assert!(
-        store
-            .start_sync(first.id, first.version, LEASE)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    // Connection 5 is disconnected mid-transfer: its commit must write nothing.
-    let gone = leases[5].connection.clone();
+    let conn = active(&store, "u1", "acc", "ref").await;
     store
         .apply(
-            gone.id,
+            conn.id,
             None,
-            Change::new(Event::Disconnect, Actor::new("user", "g5")),
+            Change::new(Event::Disconnect, Actor::new("user", "u1")),
         )
         .await
         .unwrap();
-    // Whole seconds: PostgreSQL keeps microseconds.
-    let next = chrono::SubsecRound::trunc_subsecs(Utc::now() + TimeDelta::hours(1), 0);
-    let commits = leases.iter().enumerate().map(|(i, lease)| {
-        let store = store.clone();
-        let mut lease = lease.clone();
-        tokio::spawn(async move {
-            let through = Utc::now();
-            let chunk = Chunk {
-                records: records(i, i % 5 + 1),
-                skipped: (i % 2) as u64,
-            };
-            store
-                .commit_last_chunk(&mut lease, chunk, through, next)
-                .await
-        })
-    });
-    let results = futures::future::join_all(commits).await;
-    for (i, (result, lease)) in results.into_iter().zip(&leases).enumerate() {
-        let id = lease.connection.id;
-        let stored = store.record_ids(id, true).await.unwrap();
-        if i == 5 {
-            assert!(
-                matches!(result.unwrap(), Err(StoreError::LeaseLost)),
-                "lost lease"
-            );
-            assert!(stored.is_empty(), "a lost lease writes nothing");
-            continue;
-        }
-        let (stats, connection) = result.unwrap().unwrap();
-        let want: Vec<String> = (0..i % 5 + 1).map(|k| format!("r{k}")).collect();
-        assert_eq!(stats.inserted, want.len() as u64, "connection {i}");
-        assert_eq!(stored, want, "connection {i} holds exactly its records");
-        assert_eq!(connection.next_sync_at, Some(next));
-        assert!(connection.last_sync_at.is_some());
-        assert_eq!(connection.records_skipped, (i % 2) as u64);
-        let data = user_data(&store, &format!("g{i}")).await;
-        assert!(
-            data.iter()
-                .all(|r| r.datum["value"].as_u64().unwrap() / 100 == i as u64
-                    && r.datum["note"] == "a \"quoted\" ✓"),
-            "connection {i}'s data are its own, stored as sent"
-        );
-    }
-    // The next transfer of connection 4 (5 records stored): one corrected, one new, the rest
-    // as stored. Only the two are written, and each is counted for what it was.
-    let id = leases[4].connection.id;
-    store
-        .request_sync(id, std::time::Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
-    let claim = store.claim_due(10, LEASE).await.unwrap();
-    assert_eq!(claim.len(), 1);
-    let mut lease = store
-        .start_sync(claim[0].id, claim[0].version, LEASE)
-        .await
-        .unwrap()
-        .expect("the run ended with its commit: the lease was released");
-    let mut again = records(4, 6);
-    again[0].datum["value"] = serde_json::json!(499);
-    let (stats, _) = store
-        .commit_last_chunk(&mut lease, again.into(), Utc::now(), next)
-        .await
-        .unwrap();
-    assert_eq!(
-        (stats.inserted, stats.updated, stats.unchanged),
-        (1, 1, 4),
-        "{stats:?}"
-    );
-    let data = user_data(&store, "g4").await;
-    assert_eq!(data.len(), 6);
-    assert!(data.iter().any(|r| r.datum["value"] == 499), "corrected");
-}
-
-/// A write the database refuses (a trigger stands in for any per-row failure) fails the
-/// transfer it belongs to and no other, whichever group it was committed in.
-async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
-    let store = db.store().await;
+    let due = store.due_revocations(10).await.unwrap();
+    assert_eq!(due.len(), 1);
     refuse(
         &store,
         "INSERT",
-        "data_records",
-        "NEW.partner_record_id = 'poison'",
+        "connection_events",
+        "NEW.event = 'partner_revocation_confirmed'",
     )
     .await;
-    let leases = started(&store, "p", 12).await;
-    let next = Utc::now() + TimeDelta::hours(1);
-    let commits = leases.iter().enumerate().map(|(i, lease)| {
-        let store = store.clone();
-        let mut lease = lease.clone();
-        tokio::spawn(async move {
-            let mut records = records(i, 3);
-            if i == 7 {
-                records[1].partner_record_id = "poison".to_owned();
-            }
-            store
-                .commit_last_chunk(&mut lease, records.into(), Utc::now(), next)
-                .await
-        })
-    });
-    let results = futures::future::join_all(commits).await;
-    for (i, (result, lease)) in results.into_iter().zip(&leases).enumerate() {
-        let id = lease.connection.id;
-        let stored = store.record_ids(id, true).await.unwrap();
-        let now = store.get(id).await.unwrap();
-        if i == 7 {
-            let err = result.unwrap().unwrap_err();
-            assert!(matches!(err, StoreError::Db(_)), "{err:?}");
-            assert!(
-                stored.is_empty(),
-                "nothing of the failed transfer is written"
-            );
-            assert_eq!(now.fetched_through, None, "its cursor did not move");
-            assert_eq!(now.last_sync_at, None, "its run did not end");
-        } else {
-            result.unwrap().unwrap();
-            assert_eq!(stored, ["r0", "r1", "r2"], "connection {i}");
-            assert!(now.last_sync_at.is_some());
-        }
-    }
+    assert!(store.finish_revocation(&due[0], true, None).await.is_err());
+    let status = store.revocations(conn.id).await.unwrap();
+    assert_eq!(status[0].completed_at, None, "still owed");
+    assert_eq!(status[0].outcome, None);
+    assert_eq!(
+        store.open_revocations(conn.id).await.unwrap().len(),
+        1,
+        "token kept for the retry"
+    );
 }
 
-/// The same for starts: a start the database refuses fails that transfer only.
-async fn a_failing_start_fails_only_its_own_transfer(db: &TestDb) {
+/// `Fail` owes the partner a revocation like a disconnect, and its transition wakes the
+/// revoker (the dispatcher waits on this) instead of leaving it to the next poll.
+async fn fail_queues_a_partner_revocation_and_wakes_the_revoker(db: &TestDb) {
     let store = db.store().await;
-    let mut ids = Vec::new();
-    for i in 0..10 {
-        ids.push(active(&store, &format!("s{i}"), "a", "r").await.id);
-    }
-    refuse(
-        &store,
-        "UPDATE",
-        "connections",
-        "NEW.user_id = 's5' AND NEW.sync_lease_token IS NOT NULL",
-    )
-    .await;
-    let claimed = store.claim_due(100, LEASE).await.unwrap();
-    assert_eq!(claimed.len(), 10);
-    let starts = claimed.iter().map(|c| {
-        let (store, c) = (store.clone(), c.clone());
-        tokio::spawn(async move { (c.id, store.start_sync(c.id, c.version, LEASE).await) })
-    });
-    for result in futures::future::join_all(starts).await {
-        let (id, started) = result.unwrap();
-        if id == ids[5] {
-            assert!(matches!(started, Err(StoreError::Db(_))), "{started:?}");
-        } else {
-            let lease = started.unwrap().expect("started");
-            assert_eq!(lease.connection.id, id);
-        }
-    }
-}
-
-trait NowPlus {
-    fn now_plus(&self, by: TimeDelta) -> chrono::DateTime<Utc>;
-}
-
-impl NowPlus for ManualClock {
-    fn now_plus(&self, by: TimeDelta) -> chrono::DateTime<Utc> {
-        use engine::clock::Clock;
-        self.now() + by
-    }
+    let conn = active(&store, "u1", "acc", "ref-failed").await;
+    let woken = {
+        let store = store.clone();
+        tokio::spawn(async move { store.revocations_queued().notified().await })
+    };
+    tokio::task::yield_now().await;
+    store
+        .apply(
+            conn.id,
+            None,
+            Change::new(Event::Fail, Actor::system("fetch")),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), woken)
+        .await
+        .expect("the transition woke the revoker")
+        .unwrap();
+    let due = store.due_revocations(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].refresh_token.expose(), "ref-failed");
+    assert_eq!(store.get(conn.id).await.unwrap().state, State::Failed);
 }

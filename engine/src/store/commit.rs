@@ -1,0 +1,415 @@
+//! Committing a window: its records, its skipped records and the cursor advance in one
+//! transaction that checks the lease and extends it; the last window's commit also ends the
+//! run. Concurrent transfers' commits share one transaction (group commit, `group.rs`); each
+//! transfer's lease is still checked on its own row, and one whose lease was lost writes
+//! nothing, whatever the rest of its group does.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        LazyLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseTransaction, DbBackend, DbErr, EntityTrait, Statement, TransactionTrait};
+use tokio::sync::oneshot;
+
+use super::{
+    Result, Store, StoreError,
+    connections::to_domain,
+    entities::connection,
+    group::GroupCommit,
+    rows::{CONNECTION_COLUMNS, json_param, json_rows, json_time},
+    start::StartRequest,
+    transfer::{Chunk, ChunkStats, SkippedRecord, SyncLease, Tail, delta},
+    upsert::{Prepared, Writes, prepare, record_skips, upsert_records},
+};
+use crate::{failpoint, model::Connection, state::State};
+
+/// A chunk commit waiting for its group.
+pub(super) struct CommitRequest {
+    id: String,
+    user_id: String,
+    token: String,
+    records: Vec<Prepared>,
+    skipped: Vec<SkippedRecord>,
+    conflicting: u64,
+    /// `None`: the cursor stays (a re-read of older windows).
+    fetched_through: Option<DateTime<Utc>>,
+    /// The chunk's newest/oldest live record time.
+    newest: Option<DateTime<Utc>>,
+    oldest: Option<DateTime<Utc>>,
+    tail: Tail,
+    reply: oneshot::Sender<Result<(ChunkStats, Option<connection::Model>)>>,
+}
+
+/// The group-commit queues of one store (shared by its clones).
+pub(super) struct Groups {
+    pub(super) starts: GroupCommit<StartRequest>,
+    pub(super) commits: GroupCommit<CommitRequest>,
+    pub(super) stats: GroupCounters,
+}
+
+/// What group commit did, counted (tests prove grouping and the one-by-one fallback with it).
+#[derive(Default)]
+pub(super) struct GroupCounters {
+    largest_start: AtomicUsize,
+    largest_commit: AtomicUsize,
+    start_fallbacks: AtomicUsize,
+    commit_fallbacks: AtomicUsize,
+}
+
+impl GroupCounters {
+    pub(super) fn started(&self, size: usize) {
+        self.largest_start.fetch_max(size, Ordering::Relaxed);
+    }
+
+    pub(super) fn start_fell_back(&self) {
+        self.start_fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of [`GroupCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// The most transfers one start statement served.
+    pub largest_start: usize,
+    /// The most transfers one commit transaction served.
+    pub largest_commit: usize,
+    /// Groups whose statement failed and whose transfers were retried one by one.
+    pub start_fallbacks: usize,
+    pub commit_fallbacks: usize,
+}
+
+impl Groups {
+    /// At most 64 transfers per group; two groups at a time on PostgreSQL (one builds while
+    /// the other commits), one on SQLite (one writer).
+    pub(super) fn new(backend: DbBackend) -> Self {
+        let slots = if backend == DbBackend::Postgres { 2 } else { 1 };
+        Self {
+            starts: GroupCommit::new(slots, 64),
+            commits: GroupCommit::new(slots, 64),
+            stats: GroupCounters::default(),
+        }
+    }
+}
+
+impl Store {
+    /// What group commit did so far in this store (and its clones).
+    pub fn group_stats(&self) -> GroupStats {
+        let c = &self.groups.stats;
+        GroupStats {
+            largest_start: c.largest_start.load(Ordering::Relaxed),
+            largest_commit: c.largest_commit.load(Ordering::Relaxed),
+            start_fallbacks: c.start_fallbacks.load(Ordering::Relaxed),
+            commit_fallbacks: c.commit_fallbacks.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub(super) fn group_failed() -> StoreError {
+    StoreError::Corrupt("the storage task running this commit failed".to_owned())
+}
+
+#[derive(serde::Serialize)]
+struct AdvanceRow<'a> {
+    k: &'a str,
+    tok: &'a str,
+    thru: Option<String>,
+    newest: Option<String>,
+    oldest: Option<String>,
+    conflicting: i64,
+    until: Option<String>,
+    fin: bool,
+    next: Option<String>,
+    reread: bool,
+}
+
+/// Every request's lease check and cursor advance, in one statement for the group. The columns
+/// a completed run writes (`fin`) are listed here once: streak and error cleared, next run
+/// planned, lease released, `last_sync_at` set.
+fn advance_statement(backend: DbBackend) -> String {
+    let rows = json_rows(
+        backend,
+        1,
+        &[
+            ("k", "text"),
+            ("tok", "text"),
+            ("thru", "timestamptz"),
+            ("newest", "timestamptz"),
+            ("oldest", "timestamptz"),
+            ("conflicting", "bigint"),
+            ("until", "timestamptz"),
+            ("fin", "boolean"),
+            ("next", "timestamptz"),
+            ("reread", "boolean"),
+        ],
+    );
+    let when_fin =
+        |then: &str, column: &str| format!("CASE WHEN v.fin THEN {then} ELSE {column} END");
+    format!(
+        "UPDATE connections SET
+            fetched_through = COALESCE(v.thru, fetched_through),
+            latest_data_time = CASE WHEN v.newest IS NOT NULL
+                AND (latest_data_time IS NULL OR v.newest > latest_data_time)
+                THEN v.newest ELSE latest_data_time END,
+            earliest_data_time = CASE WHEN v.oldest IS NOT NULL
+                AND (earliest_data_time IS NULL OR v.oldest < earliest_data_time)
+                THEN v.oldest ELSE earliest_data_time END,
+            records_conflicting = records_conflicting + v.conflicting,
+            sync_lease_until = {lease_until},
+            sync_lease_token = {lease_token},
+            next_sync_at = {next},
+            last_sync_at = {last_sync},
+            failure_count = {failures},
+            failing_since = {failing},
+            last_error_code = {error_code},
+            last_error = {error},
+            reread_at = CASE WHEN v.reread THEN $2 ELSE reread_at END
+         FROM {rows}
+         WHERE connections.id = v.k AND connections.sync_lease_token = v.tok
+           AND connections.state IN {states}
+         RETURNING {columns}",
+        lease_until = when_fin("NULL", "v.until"),
+        lease_token = when_fin("NULL", "sync_lease_token"),
+        next = when_fin("v.next", "next_sync_at"),
+        last_sync = when_fin("$3", "last_sync_at"),
+        failures = when_fin("0", "failure_count"),
+        failing = when_fin("NULL", "failing_since"),
+        error_code = when_fin("NULL", "last_error_code"),
+        error = when_fin("NULL", "last_error"),
+        states = State::transfer_guard_sql(),
+        columns = *CONNECTION_COLUMNS,
+    )
+}
+
+static PG_ADVANCE: LazyLock<String> = LazyLock::new(|| advance_statement(DbBackend::Postgres));
+static SQLITE_ADVANCE: LazyLock<String> = LazyLock::new(|| advance_statement(DbBackend::Sqlite));
+
+impl Store {
+    /// Stores a chunk of records and advances the cursor to `fetched_through` (`None`: the
+    /// cursor stays, for a re-read of older windows), in one transaction, extending the lease.
+    /// Fails with `LeaseLost` (nothing written) when the lease is no longer ours or the
+    /// connection can no longer transfer.
+    pub async fn commit_chunk(
+        &self,
+        lease: &mut SyncLease,
+        chunk: Chunk,
+        fetched_through: Option<DateTime<Utc>>,
+        extend: Duration,
+    ) -> Result<ChunkStats> {
+        self.commit(lease, chunk, fetched_through, Tail::Extend(extend))
+            .await
+            .map(|(stats, _)| stats)
+    }
+
+    /// The last chunk of a transfer: stores it, advances the cursor and ends the transfer as
+    /// completed (streak cleared, next run planned, lease released; `reread`: the late-change
+    /// horizon was re-read now), all in one transaction. Returns the connection as it now is.
+    /// `LeaseLost`: nothing written.
+    pub async fn commit_last_chunk(
+        &self,
+        lease: &mut SyncLease,
+        chunk: Chunk,
+        fetched_through: DateTime<Utc>,
+        next_sync_at: DateTime<Utc>,
+        reread: bool,
+    ) -> Result<(ChunkStats, Connection)> {
+        let tail = Tail::Finish {
+            next_sync_at,
+            reread,
+        };
+        let (stats, row) = self
+            .commit(lease, chunk, Some(fetched_through), tail)
+            .await?;
+        let row = row.ok_or_else(|| StoreError::Corrupt("finished row not returned".into()))?;
+        Ok((stats, to_domain(row)?))
+    }
+
+    /// Prepares the chunk here (on the caller's task: serialising and hashing run in parallel
+    /// across transfers) and commits it with whatever other transfers are committing now.
+    async fn commit(
+        &self,
+        lease: &mut SyncLease,
+        chunk: Chunk,
+        fetched_through: Option<DateTime<Utc>>,
+        tail: Tail,
+    ) -> Result<(ChunkStats, Option<connection::Model>)> {
+        let live = || chunk.records.iter().filter(|r| !r.retired).map(|r| r.time);
+        let (newest, oldest) = (live().max(), live().min());
+        let (reply, answer) = oneshot::channel();
+        let request = CommitRequest {
+            id: lease.connection.id.to_string(),
+            user_id: lease.connection.user_id.to_string(),
+            token: lease.token.clone(),
+            records: prepare(chunk.records)?,
+            skipped: chunk.skipped,
+            conflicting: chunk.conflicting,
+            fetched_through,
+            newest,
+            oldest,
+            tail,
+            reply,
+        };
+        let store = self.clone();
+        let (stats, row) = self
+            .groups
+            .commits
+            .submit(request, answer, move |group| {
+                store.clone().commit_group(group)
+            })
+            .await
+            .ok_or_else(group_failed)??;
+        let row = row.ok_or_else(|| StoreError::Corrupt("committed row not returned".into()))?;
+        // Keep the lease's view of the row current (the rest of the run reads it).
+        lease.connection = to_domain(row.clone())?;
+        Ok((stats, Some(row)))
+    }
+
+    /// Commits a group in one transaction and answers each request. If the transaction fails
+    /// (not a failpoint: that is a crash), each request is retried alone, so one connection's
+    /// bad write cannot fail the others'.
+    async fn commit_group(self, mut group: Vec<CommitRequest>) {
+        // Row locks in one order across groups.
+        group.sort_by(|a, b| a.id.cmp(&b.id));
+        self.groups
+            .stats
+            .largest_commit
+            .fetch_max(group.len(), Ordering::Relaxed);
+        match self.commit_txn(&group).await {
+            Ok(results) => {
+                for (request, result) in group.into_iter().zip(results) {
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(err) if group.len() > 1 && !matches!(err, StoreError::Injected(_)) => {
+                tracing::warn!(error = %err, size = group.len(), "group commit failed; committing its transfers one by one");
+                self.groups
+                    .stats
+                    .commit_fallbacks
+                    .fetch_add(1, Ordering::Relaxed);
+                for request in group {
+                    let result = match self.commit_txn(std::slice::from_ref(&request)).await {
+                        Ok(mut results) => results.pop().unwrap_or(Err(StoreError::LeaseLost)),
+                        Err(err) => Err(err),
+                    };
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(err) => {
+                // The first request gets the error itself (a failpoint stays a failpoint); the
+                // others, who shared the rolled-back transaction, its message.
+                let message = err.to_string();
+                let mut err = Some(err);
+                for request in group {
+                    let err = err
+                        .take()
+                        .unwrap_or_else(|| StoreError::Db(DbErr::Custom(message.clone())));
+                    let _ = request.reply.send(Err(err));
+                }
+            }
+        }
+    }
+
+    /// One transaction: the lease checks and cursor advances (the first writes: they take the
+    /// rows, and on SQLite the database, lock, so the records below are written only by lease
+    /// holders), then the records and skipped records of those whose lease held.
+    async fn commit_txn(
+        &self,
+        group: &[CommitRequest],
+    ) -> Result<Vec<Result<(ChunkStats, Option<connection::Model>)>>> {
+        let now = self.clock.now();
+        let txn = self.db.begin().await?;
+        let mut held = self.advance_cursors(&txn, group, now).await?;
+        self.failpoints.hit(failpoint::COMMIT_CURSOR_WRITTEN)?;
+        let writes: Vec<Writes<'_>> = group
+            .iter()
+            .map(|r| Writes {
+                connection_id: &r.id,
+                user_id: &r.user_id,
+                records: if held.contains_key(&r.id) {
+                    &r.records
+                } else {
+                    &[]
+                },
+                skipped: if held.contains_key(&r.id) {
+                    &r.skipped
+                } else {
+                    &[]
+                },
+            })
+            .collect();
+        let backend = self.db.get_database_backend();
+        let mut stats = upsert_records(&txn, backend, &writes, now).await?;
+        let newly_skipped = record_skips(&txn, backend, &writes, now).await?;
+        for ((s, n), r) in stats.iter_mut().zip(newly_skipped).zip(group) {
+            s.newly_skipped = n;
+            if let Some(row) = held.get_mut(&r.id).filter(|_| n > 0) {
+                row.records_skipped += i64::try_from(n).unwrap_or(i64::MAX);
+            }
+        }
+        self.failpoints.hit(failpoint::COMMIT_RECORDS_WRITTEN)?;
+        txn.commit().await?;
+        Ok(group
+            .iter()
+            .zip(stats)
+            .map(|(r, stats)| match held.remove(&r.id) {
+                Some(row) => Ok((stats, Some(row))),
+                None => Err(StoreError::LeaseLost),
+            })
+            .collect())
+    }
+
+    /// The group's lease checks and cursor advances: the rows whose lease held, by id.
+    async fn advance_cursors(
+        &self,
+        txn: &DatabaseTransaction,
+        group: &[CommitRequest],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, connection::Model>> {
+        let backend = self.db.get_database_backend();
+        let time = |t: DateTime<Utc>| json_time(backend, t);
+        let rows: Vec<AdvanceRow<'_>> = group
+            .iter()
+            .map(|r| {
+                let (until, fin, next, reread) = match r.tail {
+                    Tail::Extend(extend) => (Some(time(now + delta(extend))), false, None, false),
+                    Tail::Finish {
+                        next_sync_at,
+                        reread,
+                    } => (None, true, Some(time(next_sync_at)), reread),
+                };
+                AdvanceRow {
+                    k: &r.id,
+                    tok: &r.token,
+                    thru: r.fetched_through.map(time),
+                    newest: r.newest.map(time),
+                    oldest: r.oldest.map(time),
+                    conflicting: i64::try_from(r.conflicting).unwrap_or(i64::MAX),
+                    until,
+                    fin,
+                    next,
+                    reread,
+                }
+            })
+            .collect();
+        let sql = match backend {
+            DbBackend::Postgres => PG_ADVANCE.as_str(),
+            _ => SQLITE_ADVANCE.as_str(),
+        };
+        Ok(connection::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [json_param(&rows)?, now.into(), now.into()],
+            ))
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(|row| (row.id.clone(), row))
+            .collect())
+    }
+}

@@ -1,0 +1,312 @@
+//! The fetch step (docs/transfers.md): everything a connection's partner published since the
+//! last successful transfer, in windows the partner allows, plus an overlap behind the cursor
+//! (records published late, gaps backfilled later), mapped to the Tidepool model and stored
+//! idempotently. Each window's records and the cursor advance commit in one transaction, so a
+//! crash loses no progress and repeats no effect; a long backfill yields and resumes.
+//!
+//! # Layout
+//! - `mod.rs`: the run: windows, commits, the inline refresh.
+//! - `config.rs`: [`TransferConfig`], the per-partner settings.
+//! - `plausible.rs`: which record times are plausible.
+//! - `failure.rs`: failures, backoff, operator alerts, the failure budget.
+
+mod config;
+mod failure;
+mod plausible;
+
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use engine::{
+    StoreError, failpoint,
+    ids::ConnectionId,
+    model::{Actor, ErrorInfo},
+    schedule::SyncPolicy,
+    secret::SecretString,
+    store::{Chunk, ChunkStats, SkippedRecord, SyncEnd, SyncLease},
+};
+
+pub use self::config::TransferConfig;
+use self::plausible::Plausible;
+use crate::{
+    RefreshOutcome, Workflows,
+    adapters::FetchError,
+    error::WorkflowError,
+    mapping::{MapOutcome, MappingContext, map_records},
+};
+
+/// What one run of the fetch step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchReport {
+    /// Stale or duplicate job: someone else has (or had) this transfer.
+    Skipped,
+    /// All caught up; next run planned.
+    Completed {
+        windows: u32,
+        stats: ChunkStatsReport,
+    },
+    /// A long transfer yielded after `windows` windows; due again at once.
+    Yielded {
+        windows: u32,
+        stats: ChunkStatsReport,
+    },
+    /// The transfer failed; retry planned (or the connection failed/was revoked).
+    Failed { code: String },
+    /// The connection stopped being ours mid-way (disconnected, lease reclaimed).
+    LeaseLost,
+}
+
+/// Counters summed over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkStatsReport {
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub skipped: u64,
+}
+
+impl ChunkStatsReport {
+    fn add(&mut self, stats: ChunkStats) {
+        self.inserted += stats.inserted;
+        self.updated += stats.updated;
+        self.unchanged += stats.unchanged;
+        self.skipped += stats.newly_skipped;
+    }
+}
+
+fn secs(s: u64) -> TimeDelta {
+    TimeDelta::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000))
+}
+
+impl Workflows {
+    /// Runs the fetch step for a job "fetch connection `id` at version `version`".
+    pub async fn run_fetch(
+        &self,
+        id: ConnectionId,
+        version: i64,
+    ) -> Result<FetchReport, WorkflowError> {
+        let settings = &self.settings.transfer;
+        let Some(mut lease) = self
+            .store
+            .start_sync(id, version, settings.fetch_lease)
+            .await?
+        else {
+            return Ok(FetchReport::Skipped);
+        };
+        let failpoints = self.store.failpoints();
+        failpoints.hit(failpoint::FETCH_STARTED)?;
+        let partner = lease.connection.partner.to_string();
+        let (Some(client), Some(data)) =
+            (self.partners.get(&partner), self.partners.data(&partner))
+        else {
+            let error = ErrorInfo::new("unknown_partner", "the partner is no longer configured");
+            return self
+                .end_failed(
+                    &lease,
+                    error,
+                    false,
+                    Duration::from_secs(3600),
+                    &SyncPolicy::default(),
+                )
+                .await;
+        };
+        let policy = client.sync_policy().clone();
+        let transfer = client.config().transfer.clone();
+        let ctx = MappingContext {
+            upload_id: format!("tributary-{}", lease.connection.id.as_uuid().simple()),
+            partner: partner.clone(),
+            origin_name: client.config().display_name.clone(),
+        };
+
+        let (mut token, mut refreshed) = match self.usable_token(&mut lease).await? {
+            Ok(token) => token,
+            Err(report) => return Ok(report),
+        };
+        let started = Instant::now();
+        let now = self.store.clock().now();
+        let backfill_start = now - TimeDelta::days(i64::from(transfer.backfill_days));
+        let mut from = match lease.connection.fetched_through {
+            Some(through) => (through - secs(transfer.overlap_secs)).min(now),
+            None => backfill_start,
+        };
+        let mut windows = 0;
+        let mut totals = ChunkStatsReport::default();
+        loop {
+            let to = (from + data.max_window()).min(now);
+            let last = to >= now;
+            let raw = match data.fetch_window(&token, from, to).await {
+                Ok(raw) => raw,
+                Err(FetchError::Unauthorized) if !refreshed => {
+                    refreshed = true;
+                    match self.refresh_for_fetch(&mut lease).await? {
+                        Ok(new_token) => {
+                            token = new_token;
+                            continue;
+                        }
+                        Err(report) => return Ok(report),
+                    }
+                }
+                Err(err) => return self.fetch_failed(&lease, err, &policy, &transfer).await,
+            };
+            let mapped = map_records(&ctx, &raw);
+            drop(raw);
+            failpoints.hit(failpoint::FETCH_WINDOW_RECEIVED)?;
+            let plausible = Plausible::new(from, to, self.store.clock().now(), &transfer);
+            let chunk = chunk_of(id, mapped, &plausible);
+            let committed = if last {
+                // The last window's commit also ends the run: one transaction.
+                let next_sync_at = policy.next_sync(self.store.clock().now(), &mut rand::rng());
+                failpoints.hit(failpoint::FETCH_BEFORE_FINISH)?;
+                self.store
+                    .commit_last_chunk(&mut lease, chunk, to, next_sync_at, false)
+                    .await
+                    .map(|(stats, _)| stats)
+            } else {
+                self.store
+                    .commit_chunk(&mut lease, chunk, Some(to), settings.fetch_lease)
+                    .await
+            };
+            match committed {
+                Ok(stats) => totals.add(stats),
+                Err(StoreError::LeaseLost) => return Ok(FetchReport::LeaseLost),
+                Err(err @ StoreError::Injected(_)) => return Err(err.into()),
+                Err(err) => return self.storage_failed(&lease, err, &policy).await,
+            }
+            windows += 1;
+            if last {
+                failpoints.hit(failpoint::FETCH_FINISHED)?;
+                return Ok(FetchReport::Completed {
+                    windows,
+                    stats: totals,
+                });
+            }
+            failpoints.hit(failpoint::FETCH_WINDOW_COMMITTED)?;
+            from = to;
+            if started.elapsed() >= settings.max_run {
+                // A long backfill yields: due again at once, behind whatever else is due.
+                let next = self.store.clock().now();
+                failpoints.hit(failpoint::FETCH_BEFORE_FINISH)?;
+                self.store
+                    .finish_sync(&lease, SyncEnd::Yielded { next_sync_at: next })
+                    .await?;
+                failpoints.hit(failpoint::FETCH_FINISHED)?;
+                return Ok(FetchReport::Yielded {
+                    windows,
+                    stats: totals,
+                });
+            }
+        }
+    }
+
+    /// The access token, refreshed first when it is about to expire; `true` when it was.
+    async fn usable_token(
+        &self,
+        lease: &mut SyncLease,
+    ) -> Result<Result<(SecretString, bool), FetchReport>, WorkflowError> {
+        let soon = self.store.clock().now() + TimeDelta::seconds(60);
+        if lease
+            .connection
+            .token_expires_at
+            .is_some_and(|expires| expires <= soon)
+        {
+            return Ok(self
+                .refresh_for_fetch(lease)
+                .await?
+                .map(|token| (token, true)));
+        }
+        match &lease.tokens {
+            Some(tokens) => Ok(Ok((tokens.access_token.clone(), false))),
+            None => {
+                let error = ErrorInfo::new("no_tokens", "an active connection holds no tokens");
+                self.fail_connection(lease.connection.id, error).await?;
+                Ok(Err(FetchReport::Failed {
+                    code: "no_tokens".to_owned(),
+                }))
+            }
+        }
+    }
+
+    /// Refreshes inside a transfer (a 401, or an expiring token) and returns the new token.
+    async fn refresh_for_fetch(
+        &self,
+        lease: &mut SyncLease,
+    ) -> Result<Result<SecretString, FetchReport>, WorkflowError> {
+        let outcome = self
+            .refresh(lease.connection.id, Actor::system("fetch"))
+            .await?;
+        self.store.reload_lease(lease).await?;
+        let policy = self.policy_of(&lease.connection);
+        match outcome {
+            RefreshOutcome::Refreshed { .. } => match &lease.tokens {
+                Some(tokens) => Ok(Ok(tokens.access_token.clone())),
+                None => Ok(Err(FetchReport::LeaseLost)),
+            },
+            // The refresh step already moved the connection to `revoked` and journaled why.
+            RefreshOutcome::Revoked { .. } => Ok(Err(FetchReport::Failed {
+                code: "invalid_grant".to_owned(),
+            })),
+            RefreshOutcome::Deferred { code, .. } => {
+                // The refresh recorded its own failure; the transfer failed too (no data
+                // could be fetched) and counts in the transfer streak, whose backoff and budget
+                // are the transfer's own.
+                let error = lease
+                    .connection
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| ErrorInfo::new(code.clone(), "token refresh failed"));
+                let delay = self.retry_delay(&lease.connection);
+                self.end_failed(lease, error, true, delay, &policy).await?;
+                Ok(Err(FetchReport::Failed { code }))
+            }
+            RefreshOutcome::Busy | RefreshOutcome::NotNeeded { .. } => {
+                // Someone else is refreshing (or the connection left `active`): try again soon.
+                let error =
+                    ErrorInfo::new("refresh_in_progress", "a token refresh was in progress");
+                self.end_failed(lease, error, false, Duration::from_secs(30), &policy)
+                    .await?;
+                Ok(Err(FetchReport::Failed {
+                    code: "refresh_in_progress".to_owned(),
+                }))
+            }
+        }
+    }
+}
+
+/// A window's mapped records as a chunk to commit: implausible times skipped, each skipped
+/// record with a stable key so a re-read does not count it again, and one log line per
+/// window naming what was skipped and why (never a value).
+fn chunk_of(id: ConnectionId, mapped: MapOutcome, plausible: &Plausible) -> Chunk {
+    let mut skipped: Vec<SkippedRecord> = mapped
+        .skipped
+        .into_iter()
+        .map(|s| SkippedRecord {
+            key: s
+                .partner_record_id
+                .clone()
+                .unwrap_or_else(|| format!("unidentified:{:?}:{}", s.kind, s.reason)),
+            kind: format!("{:?}", s.kind).to_lowercase(),
+            partner_record_id: s.partner_record_id,
+            reason: s.reason,
+        })
+        .collect();
+    let mut records = Vec::with_capacity(mapped.records.len());
+    for record in mapped.records {
+        match plausible.check(&record) {
+            None => records.push(record),
+            Some(reason) => skipped.push(SkippedRecord {
+                key: record.partner_record_id.clone(),
+                kind: record.datum_type.clone(),
+                partner_record_id: Some(record.partner_record_id),
+                reason: reason.to_owned(),
+            }),
+        }
+    }
+    for s in &skipped {
+        tracing::warn!(connection = %id, kind = %s.kind, record = %s.key, reason = %s.reason, "partner record skipped");
+    }
+    Chunk {
+        records,
+        skipped,
+        conflicting: 0,
+    }
+}
