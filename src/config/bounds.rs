@@ -4,8 +4,8 @@
 //! panic. docs/configuration.md#bounds lists the same table for readers; a test keeps the two
 //! in step.
 //!
-//! `[partners.<name>.sync]` is bounded where it is parsed (`engine::schedule::SyncPolicy`:
-//! intervals of at most 30 days, a spread of at most a day).
+//! `[partners.<name>.sync]` is bounded by `engine::schedule::SyncPolicy::validate` (intervals of
+//! at most 30 days, a spread of at most a day), checked here on the resolved policy.
 
 use engine::jobs::QueueSettings;
 
@@ -151,6 +151,18 @@ fn bounds(config: &Config) -> Vec<Bound> {
                 1,
                 MAX_SECS,
             ),
+            bound(
+                key("transfer.window_slack_secs"),
+                transfer.window_slack_secs,
+                0,
+                MAX_SECS,
+            ),
+            bound(
+                key("transfer.max_future_secs"),
+                transfer.max_future_secs,
+                0,
+                MAX_SECS,
+            ),
             // The backoff doubles from the base up to the cap: a cap below the base is a typo.
             bound(
                 key("transfer.retry_cap_secs"),
@@ -192,6 +204,14 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     for (name, partner) in &config.partners {
+        // The policy in force is the kind's with `[sync]`'s fields over it, so it is checked
+        // once resolved (engine::schedule::SyncPolicy::validate has the bounds).
+        if let Err(e) = partner.sync_policy() {
+            return Err(ConfigError::invalid(
+                format!("partners.{name}.sync"),
+                e.to_string(),
+            ));
+        }
         let rate = partner.requests_per_second;
         if !(rate > 0.0 && rate <= MAX_REQUESTS_PER_SECOND) {
             return Err(ConfigError::invalid(

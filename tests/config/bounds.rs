@@ -132,6 +132,16 @@ fn out_of_range() -> Vec<(String, String, String)> {
             "transfer.failure_budget_secs",
         ),
         (
+            "TRANSFER__WINDOW_SLACK_SECS",
+            huge.clone(),
+            "transfer.window_slack_secs",
+        ),
+        (
+            "TRANSFER__MAX_FUTURE_SECS",
+            huge.clone(),
+            "transfer.max_future_secs",
+        ),
+        (
             "TRANSFER__RETRY_BASE_SECS",
             "0".into(),
             "transfer.retry_base_secs",

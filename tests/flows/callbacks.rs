@@ -99,8 +99,10 @@ async fn replayed_callback_exchanges_the_code_once(db: &TestDb) {
         .count();
     assert_eq!(connected, 1, "{pages:?}");
     assert!(
-        pages.iter().any(|(status, page)| page.contains("Already connected")
-            || (*status == StatusCode::BAD_REQUEST && page.contains("state_reused"))),
+        pages
+            .iter()
+            .any(|(status, page)| page.contains("Already connected")
+                || (*status == StatusCode::BAD_REQUEST && page.contains("state_reused"))),
         "{pages:?}"
     );
     let after = snapshot(&app, &id).await;

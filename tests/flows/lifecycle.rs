@@ -58,7 +58,10 @@ async fn expiring_access_token_is_refreshed_with_rotation(db: &TestDb) {
     assert_eq!(refreshed["from"], "refreshing");
     assert_eq!(refreshed["to"], "active");
     assert_eq!(refreshed["details"]["rotated"], true);
-    assert_eq!(refreshed["actor"], "system:refresher", "a refresh job, not a transfer");
+    assert_eq!(
+        refreshed["actor"], "system:refresher",
+        "a refresh job, not a transfer"
+    );
     assert!(has_event(&events, "refresh_started"));
     let after = app.workflows.store().tokens(id).await.unwrap().unwrap();
     assert_ne!(
@@ -122,7 +125,10 @@ async fn partner_side_revocation_is_detected(db: &TestDb) {
     let connection = app.connection(&id).await;
     assert_eq!(connection["state"], "active");
     assert_eq!(connection["refreshFailures"], 1);
-    assert_eq!(connection["failureCount"], 0, "the transfer streak is the transfer's own");
+    assert_eq!(
+        connection["failureCount"], 0,
+        "the transfer streak is the transfer's own"
+    );
     assert_eq!(connection["lastError"]["code"], "partner_unavailable");
     app.sandbox.faults().update(|f| f.token_down = false);
     app.stop().await;

@@ -101,7 +101,10 @@ async fn a_refresh_stopped_at_each_boundary_is_repaired_and_its_outcome_shown(db
         let before = store.tokens(id).await.unwrap().unwrap();
         let partner_before = s.app.sandbox.stats().cgm;
         s.arm(point);
-        stopped_at(s.workflows().refresh(id, Actor::system("test")).await, point);
+        stopped_at(
+            s.workflows().refresh(id, Actor::system("test")).await,
+            point,
+        );
         let partner = s.app.sandbox.stats().cgm;
         let held = store.tokens(id).await.unwrap().unwrap();
         match point {
@@ -145,7 +148,10 @@ async fn a_refresh_stopped_at_each_boundary_is_repaired_and_its_outcome_shown(db
             .unwrap();
         let connection = store.get(id).await.unwrap();
         if point == failpoint::REFRESH_ANSWERED {
-            assert!(matches!(outcome, RefreshOutcome::Revoked { .. }), "{outcome:?}");
+            assert!(
+                matches!(outcome, RefreshOutcome::Revoked { .. }),
+                "{outcome:?}"
+            );
             assert_eq!(connection.state, State::Revoked);
             let error = connection.last_error.unwrap();
             assert_eq!(error.code, "refresh_token_reuse_suspected", "{error:?}");
@@ -161,7 +167,10 @@ async fn a_refresh_stopped_at_each_boundary_is_repaired_and_its_outcome_shown(db
                 "operators are told: {alerts:?}"
             );
         } else {
-            assert!(matches!(outcome, RefreshOutcome::Refreshed { .. }), "{outcome:?}");
+            assert!(
+                matches!(outcome, RefreshOutcome::Refreshed { .. }),
+                "{outcome:?}"
+            );
             assert_eq!(connection.state, State::Active);
             assert_eq!(connection.refresh_outcome_unknown_at, None, "known again");
         }
@@ -204,7 +213,10 @@ async fn a_callback_stopped_at_each_boundary_exchanges_the_code_once(db: &TestDb
         assert_eq!(after, exchanges + exchanged, "{point}");
         let committed = point == failpoint::CALLBACK_COMMITTED;
         let connection = s.workflows().store().get(id).await.unwrap();
-        assert_eq!(connection.has_tokens, committed, "{point}: nothing half-stored");
+        assert_eq!(
+            connection.has_tokens, committed,
+            "{point}: nothing half-stored"
+        );
         // The same callback again (the browser retries): no second exchange.
         let again = s.workflows().callback(CGM, params(&callback)).await;
         assert_eq!(s.app.sandbox.stats().cgm.code_exchanges, after, "{point}");
@@ -285,7 +297,10 @@ async fn each_step_run_twice_changes_nothing_the_second_time(db: &TestDb) {
     let claimed = store.claim_due(10, lease).await.unwrap();
     let job = claimed.iter().find(|c| c.id == id).unwrap().clone();
     let report = s.workflows().run_fetch(job.id, job.version).await.unwrap();
-    assert!(matches!(report, workflows::fetch::FetchReport::Completed { .. }), "{report:?}");
+    assert!(
+        matches!(report, workflows::fetch::FetchReport::Completed { .. }),
+        "{report:?}"
+    );
     let (records, journal, requests) = (
         store.record_ids(id, true).await.unwrap(),
         store.journal(id).await.unwrap().len(),
@@ -303,18 +318,44 @@ async fn each_step_run_twice_changes_nothing_the_second_time(db: &TestDb) {
     let claimed = store.claim_due_refreshes(10, lease).await.unwrap();
     let job = claimed.iter().find(|c| c.id == id).unwrap().clone();
     let refreshes = s.app.sandbox.stats().cgm.refreshes;
-    let outcome = s.workflows().run_refresh_step(job.id, job.version).await.unwrap();
-    assert!(matches!(outcome, Some(RefreshOutcome::Refreshed { .. })), "{outcome:?}");
+    let outcome = s
+        .workflows()
+        .run_refresh_step(job.id, job.version)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Some(RefreshOutcome::Refreshed { .. })),
+        "{outcome:?}"
+    );
     let after = store.get(id).await.unwrap();
-    assert!(s.workflows().run_refresh_step(job.id, job.version).await.unwrap().is_none());
-    assert_eq!(s.app.sandbox.stats().cgm.refreshes, refreshes + 1, "one token request");
+    assert!(
+        s.workflows()
+            .run_refresh_step(job.id, job.version)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.app.sandbox.stats().cgm.refreshes,
+        refreshes + 1,
+        "one token request"
+    );
     assert_eq!(store.get(id).await.unwrap(), after);
 
     // Disconnect twice: one transition, one revocation owed.
-    s.workflows().disconnect(id, Actor::new("user", "twice")).await.unwrap();
+    s.workflows()
+        .disconnect(id, Actor::new("user", "twice"))
+        .await
+        .unwrap();
     let revoked = store.get(id).await.unwrap();
-    let err = s.workflows().disconnect(id, Actor::new("user", "twice")).await;
-    assert!(matches!(err, Err(WorkflowError::InvalidTransition(_))), "{err:?}");
+    let err = s
+        .workflows()
+        .disconnect(id, Actor::new("user", "twice"))
+        .await;
+    assert!(
+        matches!(err, Err(WorkflowError::InvalidTransition(_))),
+        "{err:?}"
+    );
     assert_eq!(store.get(id).await.unwrap(), revoked);
     assert_eq!(store.revocations(id).await.unwrap().len(), 1);
 
@@ -333,7 +374,10 @@ async fn a_revocation_is_abandoned_after_its_attempts(db: &TestDb) {
     let s = Steps::new(db).await;
     let store = s.workflows().store().clone();
     let id = s.connected("abandon").await;
-    s.workflows().disconnect(id, Actor::new("user", "u")).await.unwrap();
+    s.workflows()
+        .disconnect(id, Actor::new("user", "u"))
+        .await
+        .unwrap();
     s.app.sandbox.faults().update(|f| f.revoke_down = true);
     let max = s.workflows().settings().revoker.max_attempts;
     for attempt in 1..=max {
@@ -345,7 +389,14 @@ async fn a_revocation_is_abandoned_after_its_attempts(db: &TestDb) {
     let status = store.revocations(id).await.unwrap();
     assert_eq!(status[0].outcome.as_deref(), Some("abandoned"));
     assert_eq!(status[0].attempts, max);
-    assert!(store.open_revocations(id).await.unwrap().is_empty(), "token deleted");
+    assert!(
+        store.open_revocations(id).await.unwrap().is_empty(),
+        "token deleted"
+    );
     assert!(store.due_revocations(10).await.unwrap().is_empty());
-    assert!(s.journal_events(id).await.contains(&"partner_revocation_abandoned".to_owned()));
+    assert!(
+        s.journal_events(id)
+            .await
+            .contains(&"partner_revocation_abandoned".to_owned())
+    );
 }
