@@ -10,7 +10,10 @@ use anyhow::Context as _;
 use api::auth::{Role, validate_subject};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{CONFIG_FILE_ENV, CliOverrides, Config, ConfigError, LogConfig};
+use crate::{
+    config::{CONFIG_FILE_ENV, CliOverrides, Config, ConfigError, EnvVars, LogConfig},
+    dev_secrets::DevSecretsInUse,
+};
 
 /// Tributary connects Tidepool to device partners' clouds over OAuth 2.0 and keeps the data
 /// flowing with durable workflows.
@@ -54,12 +57,15 @@ pub enum Command {
     /// Run the simulated partner (OAuth server and data API) on its own.
     ///
     /// Useful to point a separately running Tributary, or a test, at a partner that you control.
+    /// Its OAuth clients redirect to the Tributary that the configuration describes
+    /// (server.public_url, or http://<server.listen>), or to --tributary-url.
     Sandbox(SandboxArgs),
     /// Mint a development bearer token (JWT) and print it to stdout.
     ///
     /// Signed with the configured auth.jwt_secret, or with the development secret beside the
-    /// database. Only the token is printed, so `TOKEN=$(tributary token --role ops --subject
-    /// alice)` works; use it as `Authorization: Bearer $TOKEN`.
+    /// database, found as `serve` finds it: run it in the server's working directory or give it
+    /// the server's --config / --database-url. Only the token is printed, so `TOKEN=$(tributary
+    /// token --role ops --subject alice)` works; use it as `Authorization: Bearer $TOKEN`.
     Token(TokenArgs),
     /// Benchmark the transfer pipeline against the sandbox (development only; see
     /// BENCHMARKS.md). Creates and drops its own databases.
@@ -106,9 +112,14 @@ pub struct SandboxArgs {
     /// Address and port the simulated partner listens on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
     pub listen: SocketAddr,
-    /// Approve every consent screen as this user, without a browser.
+    /// Approve every consent screen as this user, without a browser (default:
+    /// sandbox.auto_consent_user).
     #[arg(long, value_name = "USER")]
     pub auto_consent: Option<String>,
+    /// The Tributary this sandbox serves: its clients' redirect URIs are
+    /// <URL>/v1/oauth/<partner>/callback. Default: server.public_url of the configuration.
+    #[arg(long, value_name = "URL")]
+    pub tributary_url: Option<url::Url>,
 }
 
 /// Flags of `token`.
@@ -239,8 +250,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(crate::serve::migrate(config))
         }
         Command::Sandbox(args) => {
-            init_logging(&LogConfig::default())?;
-            runtime()?.block_on(crate::serve::sandbox(args.listen, args.auto_consent))
+            // No secrets are needed, so none are looked for or generated.
+            let config = Config::resolve(file, EnvVars::from_process(), CliOverrides::default())?;
+            init_logging(&config.log)?;
+            let tributary_url = match args.tributary_url {
+                Some(url) => url,
+                None => config
+                    .server
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| config.server.derived_public_url()),
+            };
+            let auto_consent = args.auto_consent.or(config.sandbox.auto_consent_user);
+            runtime()?.block_on(crate::serve::standalone_sandbox(
+                args.listen,
+                tributary_url,
+                auto_consent,
+            ))
         }
         Command::Bench(args) => {
             init_logging(&LogConfig {
@@ -257,11 +283,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     ..CliOverrides::default()
                 },
             )?;
+            if let Some(in_use) = config.dev_secrets_in_use.as_ref().filter(|d| d.generated) {
+                eprintln!("{}", new_secrets_note(in_use, &config.database.url));
+            }
             let keys = config.auth.jwt_keys()?;
             println!("{}", keys.mint(args.role.into(), &args.subject, args.ttl));
             Ok(())
         }
     }
+}
+
+/// `token` created development secrets rather than finding the server's: a server started
+/// elsewhere has its own and rejects this token.
+fn new_secrets_note(in_use: &DevSecretsInUse, database_url: &str) -> String {
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "?".to_owned());
+    format!(
+        "note: no development secrets were found at {path} (the secrets file of database.url \
+         {database_url}, in {cwd}), so new ones were created there.\n\
+         note: a server running with another working directory or database has its own \
+         secrets and will reject this token (401). Run `tributary token` in the server's \
+         working directory, or give it the server's --config or --database-url.",
+        path = in_use.path.display(),
+        database_url = crate::serve::redact_url(database_url),
+    )
 }
 
 /// 2 for configuration errors (like clap's usage errors), 1 for everything else.

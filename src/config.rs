@@ -2,30 +2,39 @@
 //! development and is fully controlled by the environment in production.
 //!
 //! Layers, later wins:
-//! 1. built-in defaults (the `Default` impls below);
+//! 1. built-in defaults (the `Default` impls);
 //! 2. an optional TOML file (`--config <FILE>` or `TRIBUTARY_CONFIG`);
 //! 3. environment variables `TRIBUTARY_<SECTION>__<KEY>` (`__` separates nesting levels, e.g.
-//!    `TRIBUTARY_SERVER__LISTEN=0.0.0.0:9000`, `TRIBUTARY_CRYPTO__KEYS__PROD1=<base64>`);
+//!    `TRIBUTARY_SERVER__LISTEN=0.0.0.0:9000`, `TRIBUTARY_CRYPTO__KEYS__PROD1=<base64>`), for
+//!    the known sections and top-level keys only: other `TRIBUTARY_…` variables belong to other
+//!    tools and are ignored (docs/configuration.md#environment);
 //! 4. command-line flags (`--listen`, `--database-url`, `--no-sandbox`).
 //!
 //! Unknown keys are errors, so a typo is reported instead of silently ignored, and every error
-//! names the key (`invalid configuration: server.listen: invalid socket address syntax`).
-//! After [`Config::load`] returns, the JWT secret and an active token-encryption key are always
-//! present: configured, or development secrets (see [`crate::dev_secrets`]).
+//! names the key (`invalid configuration: server.listen: invalid socket address syntax`); so is
+//! every number outside its bounds (`bounds.rs`). After [`Config::load`] returns, the JWT secret
+//! and an active token-encryption key are always present: configured, or development secrets
+//! (see [`crate::dev_secrets`]).
 //!
-//! The doc comments on the option structs are the configuration reference.
+//! The doc comments on the option structs are the configuration reference; docs/configuration.md
+//! explains the rules.
 //!
 //! # Layout
-//! - `config.rs`: the option structs, [`Config::load`] and [`ConfigError`].
+//! - `config.rs`: [`Config`], the secret-holding sections, [`Config::load`], [`ConfigError`].
+//! - `config/sections.rs`: the other sections' option structs.
 //! - `config/sources.rs`: the environment and command-line layers as figment providers.
-//! - `config/validate.rs`: checks that serde cannot express (lengths, key sizes, names).
+//! - `config/validate.rs`: checks that serde cannot express (key sizes, names, development
+//!   conveniences in a production-like configuration).
+//! - `config/bounds.rs`: the accepted range of every numeric key.
 
+mod bounds;
+mod sections;
 mod sources;
 mod validate;
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     path::{Path, PathBuf},
 };
 
@@ -39,10 +48,16 @@ use figment::{
     providers::{Format, Toml},
 };
 use serde::Deserialize;
-use url::Url;
 
 pub(crate) use self::validate::decode_key;
-pub use self::{sources::EnvVars, validate::MIN_JWT_SECRET_BYTES};
+pub use self::{
+    bounds::{MAX_DAYS, MAX_SECS, MAX_TIMEOUT_SECS},
+    sections::{
+        DatabaseConfig, LogConfig, OAuthConfig, SandboxSettings, ServerConfig, WorkersConfig,
+    },
+    sources::EnvVars,
+    validate::MIN_JWT_SECRET_BYTES,
+};
 use crate::dev_secrets::{self, DevSecretsInUse};
 
 /// Prefix of the environment variables read as configuration.
@@ -99,70 +114,6 @@ impl Default for Config {
             log: LogConfig::default(),
             workers: WorkersConfig::default(),
             dev_secrets_in_use: None,
-        }
-    }
-}
-
-/// `[server]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerConfig {
-    /// Address and port the HTTP server binds, e.g. `0.0.0.0:8080`. Default `127.0.0.1:8080`.
-    pub listen: SocketAddr,
-    /// The URL at which browsers and partners reach this server (scheme, host, port, optional
-    /// path prefix). Default: derived from `listen` as `http://<listen>`, with an unspecified
-    /// address (`0.0.0.0`, `::`) replaced by `localhost`. Always set after loading.
-    pub public_url: Option<Url>,
-    /// Where the browser is sent after the OAuth callback, with the outcome appended as query
-    /// parameters. Unset: the callback shows a small HTML page instead.
-    pub return_url: Option<Url>,
-    /// Largest accepted request body, in bytes. Default 65536 (64 KiB).
-    pub max_body_bytes: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
-            public_url: None,
-            return_url: None,
-            max_body_bytes: 64 * 1024,
-        }
-    }
-}
-
-impl ServerConfig {
-    /// `http://<listen>`, with an unspecified address replaced by `localhost`.
-    pub fn derived_public_url(&self) -> Url {
-        let url = if self.listen.ip().is_unspecified() {
-            format!("http://localhost:{}/", self.listen.port())
-        } else {
-            format!("http://{}/", self.listen)
-        };
-        Url::parse(&url).expect("a socket address forms a valid http URL")
-    }
-}
-
-/// `[database]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// `sqlite://<path>` (created if missing) or `postgres://user:pass@host/db`. Default
-    /// `sqlite://tributary.db`, relative to the working directory.
-    pub url: String,
-    /// Upper bound on pooled connections.  Default 10.
-    pub max_connections: u32,
-    /// SQLite only: how long a writer waits for a lock before failing, in milliseconds.
-    /// Default 5000.
-    pub busy_timeout_ms: u64,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://tributary.db".to_owned(),
-            max_connections: 10,
-            busy_timeout_ms: 5000,
         }
     }
 }
@@ -250,116 +201,6 @@ impl CryptoConfig {
     }
 }
 
-/// `[oauth]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OAuthConfig {
-    /// How long an authorization attempt (its `state` and PKCE verifier) stays valid, in seconds.
-    /// Default 600.
-    pub state_ttl_secs: u64,
-}
-
-impl Default for OAuthConfig {
-    fn default() -> Self {
-        Self {
-            state_ttl_secs: 600,
-        }
-    }
-}
-
-/// `[sandbox]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SandboxSettings {
-    /// Mount the simulated partner under `/sandbox` and, when no partners are configured,
-    /// configure two partners (a CGM and a pump) that talk to it. Default `true`; `--no-sandbox`
-    /// turns it off.
-    pub enabled: bool,
-    /// Approve every consent screen as this user, without a browser (demos and tests).
-    pub auto_consent_user: Option<String>,
-    /// Longest window one data request of the sandbox partners may span, in days (Dexcom: 30).
-    /// Smaller values make the first transfer's backfill many windows (demos, tests). Default 30.
-    pub max_window_days: u32,
-    /// Per-request timeout of the sandbox partners' HTTP calls, in seconds. Default 30.
-    pub request_timeout_secs: u64,
-}
-
-impl Default for SandboxSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            auto_consent_user: None,
-            max_window_days: 30,
-            request_timeout_secs: 30,
-        }
-    }
-}
-
-/// `[workers]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WorkersConfig {
-    /// Run workers in this process (`serve`). `false` (or `serve --no-workers`) makes an
-    /// API-only process; `tributary worker` runs workers without the API.
-    pub enabled: bool,
-    /// Steps run concurrently per step type in this process. Default 64: a transfer spends
-    /// most of its time waiting on the partner (five requests of 100+ ms each in production),
-    /// and concurrent transfers' commits share transactions (group commit), so more in flight
-    /// costs little: ~105 MiB per process at 64 in the benchmark (BENCHMARKS.md).
-    pub concurrency: usize,
-    /// How often idle workers and the dispatcher look for due work, in milliseconds.
-    /// Default 250.
-    pub poll_interval_ms: u64,
-    /// Jobs fetched from the queue per poll. Default 100.
-    pub batch_size: usize,
-    /// Connections claimed per dispatcher pass. Default 500.
-    pub dispatch_batch: u64,
-    /// How long a dispatcher's claim on a due connection lasts before the job starts, in
-    /// seconds: a job lost between claim and start is re-dispatched after this. Default 120.
-    pub dispatch_lease_secs: u64,
-    /// How long a started transfer may go without committing a window, in seconds: the
-    /// transfer of a worker killed mid-way is taken up again this long after its last commit.
-    /// Must exceed the longest window fetch. Default 300.
-    pub fetch_lease_secs: u64,
-    /// A transfer running longer than this yields (and is due again at once), in seconds, so a
-    /// long backfill never holds a worker for hours. Default 120.
-    pub max_run_secs: u64,
-}
-
-impl Default for WorkersConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            concurrency: 64,
-            poll_interval_ms: 250,
-            batch_size: 100,
-            dispatch_batch: 500,
-            dispatch_lease_secs: 120,
-            fetch_lease_secs: 300,
-            max_run_secs: 120,
-        }
-    }
-}
-
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `tracing` filter directives, e.g. `info,sqlx=warn` or `debug,hyper=info`.
-    pub filter: String,
-    /// One JSON object per line instead of human-readable text.
-    pub json: bool,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            filter: "info,sqlx=warn".to_owned(),
-            json: false,
-        }
-    }
-}
-
 /// Values given as command-line flags: the last and strongest layer.
 #[derive(Debug, Clone, Default)]
 pub struct CliOverrides {
@@ -438,18 +279,38 @@ impl Config {
         env: EnvVars,
         overrides: CliOverrides,
     ) -> Result<Config, ConfigError> {
-        let figment = Self::figment(file, env, overrides)?;
-        let mut config: Config = figment
-            .extract_lossy()
-            .map_err(|e| sources::describe(&figment, e))?;
-        config.normalize();
-        validate::check(&config)?;
+        let mut config = Self::resolve(file, env, overrides)?;
         config.dev_secrets_in_use = dev_secrets::apply(&mut config)?;
         validate::check_secrets_present(&config)?;
         if let Some(in_use) = &config.dev_secrets_in_use {
             eprintln!("{}", in_use.warning());
         }
         Ok(config)
+    }
+
+    /// Everything [`Config::load_from`] does except filling in secrets: the layers merged,
+    /// derived defaults filled and every check passed. Commands that need no secrets
+    /// (`tributary sandbox`) use it, so they never create a secrets file.
+    pub fn resolve(
+        file: Option<&Path>,
+        env: EnvVars,
+        overrides: CliOverrides,
+    ) -> Result<Config, ConfigError> {
+        let figment = Self::figment(file, env, overrides)?;
+        let mut config: Config = figment
+            .extract_lossy()
+            .map_err(|e| sources::describe(&figment, e))?;
+        config.normalize();
+        validate::sandbox_follows_dev_mode(&mut config, figment.contains("sandbox.enabled"));
+        validate::check(&config)?;
+        Ok(config)
+    }
+
+    /// The checks [`Config::load`] makes (bounds, names, no development convenience under a
+    /// production-like configuration), for a `Config` built in code: the server runs them again
+    /// before it starts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        validate::check(self)
     }
 
     /// The layered sources, before extraction (useful to inspect where a value came from).

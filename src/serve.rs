@@ -1,6 +1,13 @@
 //! Starting the service: the store (migrated), the partners (the built-in sandbox when none are
 //! configured), the HTTP API with the sandbox mounted beside it, and the background workers.
 //! `Application` is what tests start in-process, on port 0, exactly as `tributary serve` does.
+//!
+//! # Layout
+//! - `serve.rs`: [`Application`], and the `serve`, `worker` and `migrate` commands.
+//! - `serve/builtin_sandbox.rs`: the partners configured against the built-in sandbox, and
+//!   `tributary sandbox`.
+
+mod builtin_sandbox;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -12,18 +19,19 @@ use api::{
 use engine::{
     Store,
     jobs::{JobQueue, QueueSettings},
-    store::StoreOptions,
+    store::{StoreError, StoreOptions},
 };
 use poem::{EndpointExt as _, Route, Server, listener::TcpAcceptor};
-use sandbox::{Flavor, Sandbox, SandboxConfig};
+use sea_orm::DbErr;
 use tokio::net::TcpListener;
 use url::Url;
-use workflows::{
-    Partners, Settings, TransferSettings, Workers, Workflows,
-    partner::{ClientAuth, PartnerConfig, PartnerKind},
-};
+use workflows::{Partners, Settings, TransferSettings, Workers, Workflows, partner::PartnerConfig};
 
-use crate::config::Config;
+use sandbox::{Sandbox, SandboxConfig};
+
+use self::builtin_sandbox::sandbox_partners;
+pub use self::builtin_sandbox::standalone as standalone_sandbox;
+use crate::config::{Config, ConfigError};
 
 /// A bound, ready-to-run service.
 pub struct Application {
@@ -32,7 +40,12 @@ pub struct Application {
     public_url: Url,
     workflows: Workflows,
     sandbox: Option<Sandbox>,
+    /// The partners were configured against the mounted sandbox (none were configured).
+    sandbox_partners: bool,
     jwt: JwtKeys,
+    /// The JWT secret is a development one (generated into the secrets file), so the banner may
+    /// print a ready token: anyone who can read that file can mint one anyway.
+    dev_jwt: bool,
     routes: Route,
     queue: JobQueue,
     workers: bool,
@@ -51,24 +64,9 @@ impl Application {
         config: Config,
         clock: engine::clock::SharedClock,
     ) -> anyhow::Result<Self> {
-        let keyring = config.crypto.keyring()?;
+        config.check()?;
         let jwt = config.auth.jwt_keys()?;
-        let store = Store::open_and_migrate(
-            &config.database.url,
-            &StoreOptions {
-                max_connections: config.database.max_connections,
-                busy_timeout: Duration::from_millis(config.database.busy_timeout_ms),
-            },
-            keyring,
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database {}",
-                redact_url(&config.database.url)
-            )
-        })?
-        .with_clock(clock);
+        let store = open_store(&config).await?.with_clock(clock);
 
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -91,17 +89,13 @@ impl Application {
         });
 
         let mut partner_configs = config.partners.clone();
-        if partner_configs.is_empty() {
-            match &sandbox {
-                Some(sandbox) => {
-                    partner_configs.extend(sandbox_partners(sandbox, &base, &config.sandbox));
-                }
-                None => tracing::warn!("no partners are configured: connections cannot be made"),
-            }
+        let sandbox_partners_used = partner_configs.is_empty() && sandbox.is_some();
+        if let Some(sandbox) = sandbox.as_ref().filter(|_| sandbox_partners_used) {
+            partner_configs.extend(sandbox_partners(sandbox, &base, &config.sandbox));
+        } else if partner_configs.is_empty() {
+            tracing::warn!("no partners are configured: connections cannot be made");
         }
-        let partners = Partners::from_config(partner_configs).map_err(|(name, err)| {
-            anyhow::anyhow!("invalid configuration: partners.{name}: {err}")
-        })?;
+        let partners = partners(partner_configs)?;
         let (workflows, queue) = components(&config, store, partners).await?;
 
         let mut routes = Route::new();
@@ -125,6 +119,11 @@ impl Application {
             public_url,
             workflows,
             sandbox,
+            sandbox_partners: sandbox_partners_used,
+            dev_jwt: config
+                .dev_secrets_in_use
+                .as_ref()
+                .is_some_and(|in_use| in_use.jwt_secret),
             jwt,
             routes,
             queue,
@@ -165,19 +164,25 @@ impl Application {
         &self.jwt
     }
 
-    /// The start-up banner: where things are and a ready operator token.
+    /// The start-up banner: where things are and, when the JWT secret is a development one, a
+    /// ready operator token (never under a configured secret: see
+    /// docs/configuration.md#production-like-configuration).
     pub fn banner(&self) -> String {
         let base = self.base_url();
-        let token = self
-            .jwt
-            .mint(Role::Ops, "operator", Duration::from_secs(24 * 3600));
         let mut out = format!(
             "\n  Tributary is listening on {base}\n\n  API docs (Swagger UI)  {base}/docs\n  OpenAPI document       {base}/openapi.json\n  Health / readiness     {base}/healthz  {base}/readyz\n"
         );
         if self.sandbox.is_some() {
-            out.push_str(&format!(
-                "  Sandbox partner        {base}/sandbox/  (partners sandbox-cgm, sandbox-pump)\n"
-            ));
+            let note = if self.sandbox_partners {
+                format!(
+                    "  (partners {}, {})",
+                    sandbox::DEFAULT_CGM_PARTNER_NAME,
+                    sandbox::DEFAULT_PUMP_PARTNER_NAME
+                )
+            } else {
+                "  (not used: partners are configured)".to_owned()
+            };
+            out.push_str(&format!("  Sandbox partner        {base}/sandbox/{note}\n"));
         }
         let partners: Vec<_> = self
             .workflows
@@ -185,13 +190,24 @@ impl Application {
             .iter()
             .map(|(n, _)| n.to_string())
             .collect();
-        out.push_str(&format!(
-            "  Partners               {}\n",
+        let partners = if partners.is_empty() {
+            "none configured".to_owned()
+        } else {
             partners.join(", ")
-        ));
-        out.push_str(&format!(
-            "\n  Operator token (24 h; mint others with `tributary token --role user --subject <id>`):\n    export TOKEN={token}\n    curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/partners\n"
-        ));
+        };
+        out.push_str(&format!("  Partners               {partners}\n"));
+        if self.dev_jwt {
+            let token = self
+                .jwt
+                .mint(Role::Ops, "operator", Duration::from_secs(24 * 3600));
+            out.push_str(&format!(
+                "\n  Operator token (24 h; mint others with `tributary token --role user --subject <id>`):\n    export TOKEN={token}\n    curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/partners\n"
+            ));
+        } else {
+            out.push_str(
+                "\n  Bearer tokens are signed with the configured auth.jwt_secret; none is printed.\n",
+            );
+        }
         out
     }
 
@@ -226,13 +242,14 @@ async fn components(
     store: Store,
     partners: Partners,
 ) -> anyhow::Result<(Workflows, JobQueue)> {
-    let poll = Duration::from_millis(config.workers.poll_interval_ms.max(10));
+    let workers = &config.workers;
+    let poll = Duration::from_millis(workers.poll_interval_ms);
     let queue = JobQueue::setup(
         &store,
         QueueSettings {
             poll_interval: poll,
-            batch_size: config.workers.batch_size.max(1),
-            concurrency: config.workers.concurrency.max(1),
+            batch_size: workers.batch_size,
+            concurrency: workers.concurrency,
             ..QueueSettings::default()
         },
     )
@@ -243,12 +260,13 @@ async fn components(
         partners,
         Settings {
             state_ttl: Duration::from_secs(config.oauth.state_ttl_secs),
+            stale_refresh_after: Duration::from_secs(workers.stale_refresh_secs),
             transfer: TransferSettings {
                 poll_interval: poll,
-                dispatch_batch: config.workers.dispatch_batch.max(1),
-                dispatch_lease: Duration::from_secs(config.workers.dispatch_lease_secs),
-                fetch_lease: Duration::from_secs(config.workers.fetch_lease_secs),
-                max_run: Duration::from_secs(config.workers.max_run_secs),
+                dispatch_batch: workers.dispatch_batch,
+                dispatch_lease: Duration::from_secs(workers.dispatch_lease_secs),
+                fetch_lease: Duration::from_secs(workers.fetch_lease_secs),
+                max_run: Duration::from_secs(workers.max_run_secs),
                 ..TransferSettings::default()
             },
             ..Settings::default()
@@ -257,80 +275,50 @@ async fn components(
     Ok((workflows, queue))
 }
 
-/// The two partners the built-in sandbox simulates, configured against it.
-fn sandbox_partners(
-    sandbox: &Sandbox,
-    base: &str,
-    settings: &crate::config::SandboxSettings,
-) -> Vec<(String, PartnerConfig)> {
-    let partner = |flavor: Flavor, name: &str, display: &str| {
-        let urls = sandbox.urls(flavor);
-        let client = sandbox
-            .config()
-            .clients
-            .iter()
-            .find(|c| c.flavor == flavor)
-            .expect("the sandbox registers a client per flavor");
-        PartnerConfig {
-            display_name: display.to_owned(),
-            kind: match flavor {
-                Flavor::Cgm => PartnerKind::Dexcom,
-                Flavor::Pump => PartnerKind::Pump,
-            },
-            client_id: client.client_id.clone(),
-            client_secret: client.client_secret.clone().into(),
-            client_auth: match client.auth_method {
-                sandbox::ClientAuthMethod::Basic => ClientAuth::ClientSecretBasic,
-                sandbox::ClientAuthMethod::Post => ClientAuth::ClientSecretPost,
-            },
-            authorize_url: urls.authorize,
-            token_url: urls.token,
-            revoke_url: Some(urls.revoke),
-            redirect_url: Url::parse(&format!("{base}/v1/oauth/{name}/callback"))
-                .expect("valid URL"),
-            require_issuer: urls.issuer.is_some(),
-            issuer: urls.issuer,
-            scopes: match flavor {
-                Flavor::Cgm => vec![sandbox::OFFLINE_ACCESS.to_owned()],
-                Flavor::Pump => vec![
-                    sandbox::PUMP_READ_SCOPE.to_owned(),
-                    sandbox::OFFLINE_ACCESS.to_owned(),
-                ],
-            },
-            api_base_url: urls.api_base,
-            request_timeout_secs: settings.request_timeout_secs,
-            refresh_timeout_secs: None,
-            max_token_bytes: workflows::partner::config::DEFAULT_MAX_TOKEN_BYTES,
-            max_window_days: settings.max_window_days,
-            max_records_per_page: 500,
-            requests_per_second: 50.0,
-            max_pages_per_fetch: 100,
-            // The kind's policy: Dexcom's interval and nightly blackout for the CGM.
-            sync: workflows::partner::SyncConfig::default(),
-            transfer: workflows::fetch::TransferConfig::default(),
-        }
-    };
-    vec![
-        (
-            sandbox::DEFAULT_CGM_PARTNER_NAME.to_owned(),
-            partner(
-                Flavor::Cgm,
-                sandbox::DEFAULT_CGM_PARTNER_NAME,
-                "Sandbox CGM (Dexcom-shaped)",
-            ),
-        ),
-        (
-            sandbox::DEFAULT_PUMP_PARTNER_NAME.to_owned(),
-            partner(
-                Flavor::Pump,
-                sandbox::DEFAULT_PUMP_PARTNER_NAME,
-                "Sandbox insulin pump",
-            ),
-        ),
-    ]
+/// The partner clients; a partner the client refuses is a configuration error (exit 2).
+fn partners(
+    configs: impl IntoIterator<Item = (String, PartnerConfig)>,
+) -> anyhow::Result<Partners> {
+    Partners::from_config(configs).map_err(|(name, err)| {
+        ConfigError::invalid(format!("partners.{name}"), err.to_string()).into()
+    })
 }
 
-fn redact_url(url: &str) -> String {
+/// Opens and migrates the store, saying first what it connects to (without the password).
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = open_unmigrated(config).await?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migration failed: {}", cause(e)))?;
+    Ok(store)
+}
+
+async fn open_unmigrated(config: &Config) -> anyhow::Result<Store> {
+    let db = &config.database;
+    let url = redact_url(&db.url);
+    tracing::info!("opening the database {url}");
+    let options = StoreOptions {
+        max_connections: db.max_connections,
+        busy_timeout: Duration::from_millis(db.busy_timeout_ms),
+        connect_timeout: Duration::from_secs(db.connect_timeout_secs),
+    };
+    Store::open(&db.url, &options, config.crypto.keyring()?)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database {url}: {}", cause(e)))
+}
+
+/// A store error's message once: its `Display` already contains its source, so printing the
+/// chain as well would repeat the cause.
+fn cause(error: StoreError) -> String {
+    match error {
+        StoreError::Db(DbErr::Custom(message)) => message,
+        other => other.to_string(),
+    }
+}
+
+/// The URL with its password, if any, replaced by `***`.
+pub(crate) fn redact_url(url: &str) -> String {
     match Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));
@@ -373,21 +361,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// `tributary worker`: transfers and maintenance without the HTTP API. Partners are configured
 /// as for `serve` (the sandbox partners point at the `serve` process's `/sandbox`).
 pub async fn worker(config: Config) -> anyhow::Result<()> {
-    let store = Store::open_and_migrate(
-        &config.database.url,
-        &StoreOptions {
-            max_connections: config.database.max_connections,
-            busy_timeout: Duration::from_millis(config.database.busy_timeout_ms),
-        },
-        config.crypto.keyring()?,
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot open the database {}",
-            redact_url(&config.database.url)
-        )
-    })?;
+    let store = open_store(&config).await?;
     let public_url = config
         .server
         .public_url
@@ -402,8 +376,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         ));
         partner_configs.extend(sandbox_partners(&sandbox, &base, &config.sandbox));
     }
-    let partners = Partners::from_config(partner_configs)
-        .map_err(|(name, err)| anyhow::anyhow!("invalid configuration: partners.{name}: {err}"))?;
+    let partners = partners(partner_configs)?;
     let (workflows, queue) = components(&config, store, partners).await?;
     eprintln!("worker {} started", queue.worker_name());
     let workers = Workers::start(workflows.clone(), queue, true);
@@ -415,40 +388,8 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
 
 /// `tributary migrate`.
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
-    let store = Store::open(
-        &config.database.url,
-        &StoreOptions::default(),
-        config.crypto.keyring()?,
-    )
-    .await
-    .with_context(|| {
-        format!(
-            "cannot open the database {}",
-            redact_url(&config.database.url)
-        )
-    })?;
-    store.migrate().await.context("migration failed")?;
+    let store = open_store(&config).await?;
     eprintln!("migrations applied to {}", redact_url(&config.database.url));
+    store.close().await;
     Ok(())
-}
-
-/// `tributary sandbox`: the simulated partner on its own.
-pub async fn sandbox(listen: SocketAddr, auto_consent_user: Option<String>) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    let mut config = SandboxConfig::new(
-        Url::parse(&format!("http://{addr}")).expect("socket address URL"),
-        &Url::parse(sandbox::config::DEFAULT_APP_BASE_URL).expect("constant URL"),
-    );
-    config.auto_consent_user = auto_consent_user;
-    let sb = Sandbox::new(config);
-    eprintln!(
-        "\n  Sandbox partner listening on http://{addr}/ (index of URLs there)\n  Clients redirect to {}\n  Admin API: http://{addr}/admin/faults, /admin/clock, /admin/stats\n",
-        sandbox::config::DEFAULT_APP_BASE_URL
-    );
-    sandbox::serve(sb, listener, shutdown_signal())
-        .await
-        .context("sandbox server failed")
 }

@@ -170,6 +170,25 @@ pub(crate) enum Decision {
 }
 
 impl Faults {
+    /// Values the type allows but a partner cannot have.
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err("error_rate must be in [0, 1].".to_owned());
+        }
+        Ok(())
+    }
+
+    /// These settings with `patch` applied as a JSON merge patch (RFC 7396): the fields it
+    /// names change, nested objects merge, `null` returns a field to its default, everything
+    /// else stays. Unknown fields are rejected, as for a whole configuration.
+    pub fn merged(&self, patch: &serde_json::Value) -> Result<Faults, String> {
+        let mut value = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        merge_patch(&mut value, patch);
+        let merged: Faults = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        merged.check()?;
+        Ok(merged)
+    }
+
     /// True when the sandbox clock is inside any maintenance window.
     pub fn in_maintenance(&self, now: DateTime<Utc>) -> bool {
         self.maintenance_now
@@ -218,6 +237,29 @@ impl Faults {
     }
 }
 
+/// RFC 7396 §2: an object patch merges member by member, `null` removes a member (here: back
+/// to its default), anything else replaces the target.
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(members) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    let Value::Object(target) = target else {
+        unreachable!("made an object above");
+    };
+    for (name, value) in members {
+        if value.is_null() {
+            target.remove(name);
+        } else {
+            merge_patch(target.entry(name.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
 /// Shared, mutable fault settings: what `Sandbox::faults()` returns. Cloning shares the state.
 #[derive(Debug, Clone, Default)]
 pub struct FaultsHandle {
@@ -239,6 +281,15 @@ impl FaultsHandle {
     /// returns what the closure returns.
     pub fn update<R>(&self, change: impl FnOnce(&mut Faults) -> R) -> R {
         change(&mut self.lock())
+    }
+
+    /// Applies a JSON merge patch (what `PATCH /admin/faults` does) in one step, so concurrent
+    /// patches never undo each other; returns the new settings. On error nothing changes.
+    pub fn merge(&self, patch: &serde_json::Value) -> Result<Faults, String> {
+        let mut faults = self.lock();
+        let merged = faults.merged(patch)?;
+        *faults = merged.clone();
+        Ok(merged)
     }
 
     /// Back to a healthy partner (what `DELETE /admin/faults` does).
@@ -344,5 +395,33 @@ mod tests {
         assert_eq!(f.fail_next.token, 3);
         assert_eq!(f.fail_status, 500);
         assert!(serde_json::from_str::<Faults>(r#"{"fail_nxt":{}}"#).is_err());
+    }
+
+    #[test]
+    fn merge_patch_changes_only_what_it_names() {
+        let f = Faults {
+            token_down: true,
+            fail_next: ClassCounts {
+                token: 2,
+                ..Default::default()
+            },
+            access_token_ttl_secs: Some(5),
+            ..Faults::default()
+        };
+        let merged = f
+            .merged(&serde_json::json!({
+                "fail_next": {"data": 1},
+                "access_token_ttl_secs": null,
+                "latency_ms": 7
+            }))
+            .unwrap();
+        assert!(merged.token_down, "untouched");
+        assert_eq!(merged.fail_next.token, 2, "nested objects merge");
+        assert_eq!(merged.fail_next.data, 1);
+        assert_eq!(merged.access_token_ttl_secs, None, "null is the default");
+        assert_eq!(merged.latency_ms, 7);
+        assert!(f.merged(&serde_json::json!({"fail_nxt": {}})).is_err());
+        assert!(f.merged(&serde_json::json!({"error_rate": 2.0})).is_err());
+        assert!(f.merged(&serde_json::json!([1])).is_err(), "not an object");
     }
 }

@@ -20,8 +20,9 @@
 //!   `POST /pump/oauth/revoke`, `GET /pump/v1/users/self/{basal,bolus}`. Authorization
 //!   responses carry `iss = <public_base_url>/pump` (RFC 9207). Scopes: `pump.read` (needed by
 //!   the data API) and `offline_access` (needed for a refresh token); both by default.
-//! - Admin: `GET|PUT|DELETE /admin/faults`, `POST /admin/users/{cgm|pump}/{user}/revoke`,
-//!   `GET|PUT /admin/clock` (`{"now": RFC 3339 | null}`), `GET /admin/stats`.
+//! - Admin: `GET|PUT|PATCH|DELETE /admin/faults` (PUT replaces, PATCH merges, DELETE clears),
+//!   `POST /admin/users/{cgm|pump}/{user}/revoke`, `GET|PUT /admin/clock`
+//!   (`{"now": RFC 3339 | null}`), `GET /admin/stats`.
 //! - `GET /`: JSON index of every partner URL and the registered clients (no secrets).
 //!
 //! # Example

@@ -67,7 +67,7 @@ pub struct BenchArgs {
     )]
     pub database_url: String,
     /// Handlers per worker process (workers.concurrency, whose default this is).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = QueueSettings::default().concurrency)]
     pub concurrency: usize,
     /// apalis batch size per worker process (workers.batch_size).
     #[arg(long, default_value_t = 100)]
@@ -292,6 +292,7 @@ async fn run_in(
         &StoreOptions {
             max_connections: 20,
             busy_timeout: Duration::from_secs(30),
+            ..StoreOptions::default()
         },
         keyring.clone(),
     )

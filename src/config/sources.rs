@@ -13,7 +13,7 @@ use figment::{
     value::{Dict, Map, Value},
 };
 
-use super::{CONFIG_FILE_ENV, CliOverrides, ConfigError, ENV_PREFIX};
+use super::{CliOverrides, Config, ConfigError, ENV_PREFIX};
 
 /// A snapshot of environment variables to read configuration from.
 #[derive(Debug, Clone, Default)]
@@ -41,18 +41,24 @@ impl EnvVars {
         )
     }
 
-    /// The `TRIBUTARY_…` variables as a nested dictionary.
+    /// The configuration's variables as a nested dictionary: `TRIBUTARY_<KEY>` where `<KEY>`'s
+    /// first `__`-separated segment is a top-level key of [`Config`] (a section such as
+    /// `SERVER`, or `DEV_SECRETS`). Every other `TRIBUTARY_…` variable (`TRIBUTARY_CONFIG`, the
+    /// tests' `TRIBUTARY_TEST_POSTGRES_URL`, another tool's) is not ours and is ignored. In the
+    /// partner-name segment `_` stands for `-`, which shells do not allow in variable names
+    /// (see docs/configuration.md#environment).
     pub(super) fn provider(&self) -> Result<Layer, ConfigError> {
+        let top_level = top_level_keys();
         let mut dict = Dict::new();
         for (name, value) in &self.0 {
             let upper = name.to_ascii_uppercase();
             let Some(rest) = upper.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if upper == CONFIG_FILE_ENV {
+            let mut path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if !top_level.contains(&path[0].as_str()) {
                 continue;
             }
-            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
             if path.iter().any(String::is_empty) {
                 return Err(ConfigError::invalid(
                     "",
@@ -62,14 +68,94 @@ impl EnvVars {
                     ),
                 ));
             }
+            if path[0] == PARTNERS
+                && let Some(partner) = path.get_mut(1)
+            {
+                *partner = partner.replace('_', "-");
+            }
             insert(&mut dict, &path, env_value(value));
         }
         let metadata =
             Metadata::named("environment variable").interpolater(|_: &Profile, keys: &[&str]| {
-                let keys: Vec<String> = keys.iter().map(|k| k.to_ascii_uppercase()).collect();
-                format!("{ENV_PREFIX}{}", keys.join("__"))
+                format!("{ENV_PREFIX}{}", env_spelling(keys))
             });
         Ok(Layer { metadata, dict })
+    }
+}
+
+/// The section whose second segment is a partner name.
+const PARTNERS: &str = "partners";
+
+/// The variable name (after the prefix) that sets the key at `keys`.
+fn env_spelling(keys: &[&str]) -> String {
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let key = key.to_ascii_uppercase();
+            if i == 1 && keys[0] == PARTNERS {
+                key.replace('-', "_")
+            } else {
+                key
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("__")
+}
+
+/// The top-level keys of [`Config`], read from its `Deserialize` implementation so that the
+/// environment namespace cannot drift from the struct: serde hands a struct's field names to
+/// the deserializer, and this one only records them.
+fn top_level_keys() -> &'static [&'static str] {
+    use serde::{
+        Deserialize as _,
+        de::{self, Visitor},
+    };
+
+    #[derive(Debug)]
+    struct Fields(Option<&'static [&'static str]>);
+
+    impl std::fmt::Display for Fields {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names recorded")
+        }
+    }
+
+    impl std::error::Error for Fields {}
+
+    impl de::Error for Fields {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Fields(None)
+        }
+    }
+
+    struct Probe;
+
+    impl<'de> de::Deserializer<'de> for Probe {
+        type Error = Fields;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Fields> {
+            Err(Fields(None))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Fields> {
+            Err(Fields(Some(fields)))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    match Config::deserialize(Probe) {
+        Err(Fields(Some(fields))) => fields,
+        _ => unreachable!("Config deserializes as a struct"),
     }
 }
 
@@ -192,4 +278,37 @@ fn origin(figment: &Figment, error: &figment::Error, path: &[String]) -> String 
         metadata.name,
         metadata.interpolate(&Profile::Default, path)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_keys_are_the_sections_and_dev_secrets() {
+        let keys = top_level_keys();
+        for key in [
+            "server",
+            "database",
+            "auth",
+            "partners",
+            "workers",
+            "dev_secrets",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+        assert!(!keys.contains(&"dev_secrets_in_use"), "not configurable");
+    }
+
+    #[test]
+    fn partner_names_are_spelled_with_underscores_in_variables() {
+        assert_eq!(
+            env_spelling(&["partners", "acme-pump", "client_secret"]),
+            "PARTNERS__ACME_PUMP__CLIENT_SECRET"
+        );
+        assert_eq!(
+            env_spelling(&["crypto", "keys", "a-b"]),
+            "CRYPTO__KEYS__A-B"
+        );
+    }
 }

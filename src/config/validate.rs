@@ -6,7 +6,7 @@ use base64::{
 };
 use url::Url;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, bounds};
 
 /// Shortest accepted HS256 secret, in bytes (RFC 7518 §3.2: at least the hash size).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -17,12 +17,6 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     check_database(config)?;
     check_auth(config)?;
     check_crypto(config)?;
-    if config.oauth.state_ttl_secs == 0 {
-        return Err(ConfigError::invalid(
-            "oauth.state_ttl_secs",
-            "must be greater than 0",
-        ));
-    }
     if let Some(user) = &config.sandbox.auto_consent_user
         && user.trim().is_empty()
     {
@@ -31,24 +25,35 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
             "must not be empty (leave it unset to show the consent page)",
         ));
     }
-    for (key, value) in [
-        (
-            "sandbox.max_window_days",
-            u64::from(config.sandbox.max_window_days),
-        ),
-        (
-            "sandbox.request_timeout_secs",
-            config.sandbox.request_timeout_secs,
-        ),
-    ] {
-        if value == 0 {
-            return Err(ConfigError::invalid(key, "must be greater than 0"));
-        }
-    }
-    check_workers(config)?;
     check_partners(config)?;
+    bounds::check(config)?;
+    check_production_rules(config)?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.filter) {
         return Err(ConfigError::invalid("log.filter", e.to_string()));
+    }
+    Ok(())
+}
+
+/// The sandbox is a development convenience (an unauthenticated admin API, client secrets
+/// published in the source), so it is on by default only in development mode: with
+/// `dev_secrets = false` it is off unless asked for, and asking for it is refused by
+/// [`check_production_rules`]. See docs/configuration.md#production-like-configuration.
+pub(super) fn sandbox_follows_dev_mode(config: &mut Config, enabled_explicitly: bool) {
+    if !config.dev_secrets && !enabled_explicitly {
+        config.sandbox.enabled = false;
+    }
+}
+
+/// A production-like configuration (`dev_secrets = false`) never mounts the sandbox.
+fn check_production_rules(config: &Config) -> Result<(), ConfigError> {
+    if !config.dev_secrets && config.sandbox.enabled {
+        return Err(ConfigError::invalid(
+            "sandbox.enabled",
+            "the sandbox (an unauthenticated admin API and public client secrets) runs only \
+             in development mode, and dev_secrets = false makes this configuration \
+             production-like: remove sandbox.enabled = true, or set dev_secrets = true \
+             (it only fills in secrets that are missing)",
+        ));
     }
     Ok(())
 }
@@ -71,20 +76,6 @@ pub(super) fn check_secrets_present(config: &Config) -> Result<(), ConfigError> 
     check_crypto(config)
 }
 
-fn check_workers(config: &Config) -> Result<(), ConfigError> {
-    let workers = &config.workers;
-    for (key, value) in [
-        ("workers.dispatch_lease_secs", workers.dispatch_lease_secs),
-        ("workers.fetch_lease_secs", workers.fetch_lease_secs),
-        ("workers.max_run_secs", workers.max_run_secs),
-    ] {
-        if value == 0 {
-            return Err(ConfigError::invalid(key, "must be greater than 0"));
-        }
-    }
-    Ok(())
-}
-
 fn check_server(config: &Config) -> Result<(), ConfigError> {
     let server = &config.server;
     if let Some(url) = &server.public_url {
@@ -92,12 +83,6 @@ fn check_server(config: &Config) -> Result<(), ConfigError> {
     }
     if let Some(url) = &server.return_url {
         check_http_url("server.return_url", url)?;
-    }
-    if server.max_body_bytes == 0 {
-        return Err(ConfigError::invalid(
-            "server.max_body_bytes",
-            "must be greater than 0",
-        ));
     }
     Ok(())
 }
@@ -119,12 +104,6 @@ fn check_database(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "database.url",
             "must start with sqlite:, postgres: or postgresql:",
-        ));
-    }
-    if config.database.max_connections == 0 {
-        return Err(ConfigError::invalid(
-            "database.max_connections",
-            "must be at least 1",
         ));
     }
     Ok(())
@@ -198,11 +177,10 @@ pub(crate) fn decode_key(encoded: &str) -> Result<[u8; 32], String> {
 
 fn check_partners(config: &Config) -> Result<(), ConfigError> {
     for (name, partner) in &config.partners {
-        if engine::ids::PartnerName::parse(name).is_err() {
+        if let Err(rule) = engine::ids::PartnerName::parse(name) {
             return Err(ConfigError::invalid(
                 format!("partners.{name}"),
-                "partner names are 1-32 characters: lowercase letters, digits and `-`, \
-                 starting with a letter or digit",
+                rule.to_string(),
             ));
         }
         // The partner client checks the rest when it is built; this one is worth a message that

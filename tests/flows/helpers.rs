@@ -29,7 +29,9 @@ pub fn test_config(db: &TestDb) -> Config {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.public_url = None;
     config.database.url = db.url.clone();
-    config.dev_secrets = false;
+    // Development mode, as a developer runs it, because the tests use the sandbox (which a
+    // production-like configuration refuses); the secrets are explicit, so none is generated.
+    config.dev_secrets = true;
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     config.auth.jwt_secret = Some(

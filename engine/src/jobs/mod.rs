@@ -99,7 +99,8 @@ pub struct QueueSettings {
     /// for slow steps keep it near `concurrency`. Must be at least `concurrency / 2` (apalis
     /// buffers 4 × `batch_size` lock/ack events and drains them only between batches).
     pub batch_size: usize,
-    /// Handlers running at once, per step queue.
+    /// Handlers running at once, per step queue. The default is `workers.concurrency`'s: a
+    /// transfer mostly waits on the partner, so many in flight cost little.
     pub concurrency: usize,
     /// Longest a handler may run; it is then cancelled and the job marked done.
     pub job_timeout: Duration,
@@ -114,14 +115,24 @@ pub struct QueueSettings {
 impl Default for QueueSettings {
     fn default() -> Self {
         Self {
-            poll_interval: Duration::from_millis(200),
+            poll_interval: Duration::from_millis(250),
             batch_size: 100,
-            concurrency: 16,
+            concurrency: 64,
             job_timeout: Duration::from_secs(300),
             heartbeat: Duration::from_secs(10),
             missed_heartbeats: 3,
             shutdown_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl QueueSettings {
+    /// The most handlers a worker can keep busy with `batch_size` jobs per fetch: apalis buffers
+    /// 4 × `batch_size` lock/ack events and drains them only between batches, so more handlers
+    /// than twice the batch stall on that buffer. Configuration checks `workers.concurrency`
+    /// against this at start.
+    pub fn max_concurrency(batch_size: usize) -> usize {
+        batch_size.saturating_mul(2)
     }
 }
 
@@ -258,7 +269,7 @@ fn validate(s: &QueueSettings) -> Result<(), JobError> {
             "batch_size and concurrency must be positive",
         ));
     }
-    if s.concurrency > 2 * s.batch_size {
+    if s.concurrency > QueueSettings::max_concurrency(s.batch_size) {
         return Err(JobError::InvalidSettings(
             "concurrency must be at most twice batch_size",
         ));

@@ -42,7 +42,8 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector,
 };
 use sqlx::{
-    postgres::{PgConnectOptions, PgPoolOptions},
+    Connection as _,
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 pub use transfer::{Chunk, ChunkStats, Claimed, RecordQuery, SkippedRecord, SyncEnd, SyncLease};
@@ -112,6 +113,8 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// SQLite: how long a writer waits for the lock before failing.
     pub busy_timeout: Duration,
+    /// PostgreSQL: how long [`Store::open`]'s first connection may take.
+    pub connect_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -119,6 +122,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 10,
             busy_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -170,6 +174,29 @@ impl Store {
                 // row locks for ever; the server ends such a session after a minute, which
                 // bounds how long a `SKIP LOCKED` claim can skip the row.
                 .options([("idle_in_transaction_session_timeout", "60s")]);
+            // One connection first, on its own: the pool retries a refused connection quietly
+            // until its acquire timeout and then reports only that it timed out, so a server
+            // that is down or unreachable would cost 30 s and never name the cause.
+            match tokio::time::timeout(
+                options.connect_timeout,
+                PgConnection::connect_with(&connect),
+            )
+            .await
+            {
+                Ok(Ok(probe)) => {
+                    let _ = probe.close().await;
+                }
+                Ok(Err(e)) => {
+                    return Err(DbErr::Custom(format!("cannot connect to PostgreSQL: {e}")).into());
+                }
+                Err(_) => {
+                    return Err(DbErr::Custom(format!(
+                        "cannot connect to PostgreSQL: no connection within {} s",
+                        options.connect_timeout.as_secs_f32()
+                    ))
+                    .into());
+                }
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .connect_with(connect)

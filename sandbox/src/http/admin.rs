@@ -37,29 +37,50 @@ pub(crate) async fn get_faults(sb: Sandbox, _req: Request) -> Response {
 }
 
 /// `PUT /admin/faults`: replaces all settings; omitted fields take their defaults.
-pub(crate) async fn put_faults(sb: Sandbox, mut req: Request) -> Response {
-    let body = match req.take_body().into_bytes_limit(64 * 1024).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error_json(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "Unreadable body.",
-            );
-        }
+pub(crate) async fn put_faults(sb: Sandbox, req: Request) -> Response {
+    let body = match faults_body(req).await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
-    match serde_json::from_slice::<Faults>(&body) {
-        Ok(faults) if (0.0..=1.0).contains(&faults.error_rate) => {
+    let faults = serde_json::from_value::<Faults>(body).map_err(|e| e.to_string());
+    match faults.and_then(|f| f.check().map(|()| f)) {
+        Ok(faults) => {
             sb.faults().set(faults.clone());
             json(StatusCode::OK, &faults)
         }
-        Ok(_) => error_json(
-            StatusCode::BAD_REQUEST,
-            "invalid_faults",
-            "error_rate must be in [0, 1].",
-        ),
-        Err(e) => error_json(StatusCode::BAD_REQUEST, "invalid_faults", &e.to_string()),
+        Err(e) => error_json(StatusCode::BAD_REQUEST, "invalid_faults", &e),
     }
+}
+
+/// `PATCH /admin/faults`: a JSON merge patch (RFC 7396) over the current settings, so
+/// `{"token_down": true}` then `{"access_token_ttl_secs": 5}` leaves both set; `null` returns a
+/// field to its default.
+pub(crate) async fn patch_faults(sb: Sandbox, req: Request) -> Response {
+    let patch = match faults_body(req).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    match sb.faults().merge(&patch) {
+        Ok(faults) => json(StatusCode::OK, &faults),
+        Err(e) => error_json(StatusCode::BAD_REQUEST, "invalid_faults", &e),
+    }
+}
+
+async fn faults_body(mut req: Request) -> Result<serde_json::Value, Response> {
+    let unreadable = || {
+        error_json(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Unreadable body.",
+        )
+    };
+    let body = req
+        .take_body()
+        .into_bytes_limit(64 * 1024)
+        .await
+        .map_err(|_| unreadable())?;
+    serde_json::from_slice(&body)
+        .map_err(|e| error_json(StatusCode::BAD_REQUEST, "invalid_faults", &e.to_string()))
 }
 
 pub(crate) async fn delete_faults(sb: Sandbox, _req: Request) -> Response {

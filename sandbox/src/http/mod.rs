@@ -106,6 +106,7 @@ pub(crate) fn routes(sb: &Sandbox) -> Route {
             "/admin/faults",
             get(ep(sb, admin::get_faults))
                 .put(ep(sb, admin::put_faults))
+                .patch(ep(sb, admin::patch_faults))
                 .delete(ep(sb, admin::delete_faults)),
         )
         .at(

@@ -289,3 +289,46 @@ async fn admin_faults_json_round_trip() {
     assert_eq!(cleared, serde_json::to_value(Faults::default()).unwrap());
     assert_eq!(app.sandbox.faults().get(), Faults::default());
 }
+
+/// The README's examples in a row: each PATCH adds to the faults already set; PUT replaces.
+#[tokio::test]
+async fn patch_merges_and_put_replaces() {
+    let app = TestApp::spawn().await;
+    let patch = |body: Value| app.http.patch(app.url("/admin/faults")).json(&body).send();
+    let first = patch(json!({"token_down": true})).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let both: Value = patch(json!({"access_token_ttl_secs": 5, "fail_next": {"data": 2}}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(both["token_down"], true, "the first PATCH is kept");
+    assert_eq!(both["access_token_ttl_secs"], 5);
+    let faults = app.sandbox.faults().get();
+    assert!(faults.token_down);
+    assert_eq!(faults.access_token_ttl_secs, Some(5));
+
+    // Nested objects merge; null returns a field to its default.
+    patch(json!({"fail_next": {"token": 1}, "access_token_ttl_secs": null}))
+        .await
+        .unwrap();
+    let faults = app.sandbox.faults().get();
+    assert_eq!((faults.fail_next.data, faults.fail_next.token), (2, 1));
+    assert_eq!(faults.access_token_ttl_secs, None);
+
+    // A bad patch changes nothing.
+    for bad in [json!({"fail_nxt": {}}), json!({"error_rate": 3.0})] {
+        let resp = patch(bad).await.unwrap();
+        assert_eq!(resp.status(), 400);
+        assert_eq!(error_code(resp).await, "invalid_faults");
+    }
+    assert_eq!(app.sandbox.faults().get(), faults);
+
+    // PUT replaces the whole set.
+    app.put_faults(json!({"latency_ms": 1})).await;
+    let replaced = app.sandbox.faults().get();
+    assert!(!replaced.token_down);
+    assert_eq!(replaced.fail_next.data, 0);
+    assert_eq!(replaced.latency_ms, 1);
+}

@@ -144,7 +144,7 @@ impl CallbackError {
 /// A partner's configuration cannot work; reported at start-up by [`super::PartnerClient::new`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PartnerConfigError {
-    #[error("partner name {0:?} must be 1-64 characters of a-z, 0-9, '-' or '_'")]
+    #[error("{0:?}: {rule}", rule = engine::ids::IdError::PartnerName)]
     InvalidName(String),
     #[error(
         "partner {partner}: {field} must be an absolute http(s) URL without credentials or fragment"

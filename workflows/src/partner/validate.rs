@@ -8,8 +8,6 @@ use super::{
     error::PartnerConfigError,
 };
 
-const MAX_NAME_LEN: usize = 64;
-
 /// The callback path for a partner (one path per partner, so a response can only ever be
 /// attributed to the partner whose path it arrived on).
 pub fn callback_path(name: &str) -> String {
@@ -22,12 +20,7 @@ pub(crate) fn validate(
     name: &str,
     config: &PartnerConfig,
 ) -> Result<SyncPolicy, PartnerConfigError> {
-    let valid_name = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !valid_name {
+    if engine::ids::PartnerName::parse(name).is_err() {
         return Err(PartnerConfigError::InvalidName(name.to_owned()));
     }
     let partner = || name.to_owned();

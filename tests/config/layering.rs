@@ -1,49 +1,9 @@
-//! Configuration layering, validation messages and development secrets.
-//!
-//! Every test passes an explicit environment ([`EnvVars::from_pairs`]) and keeps files in its own
-//! temporary directory, so tests can run in parallel without touching process state.
-
-use std::{net::SocketAddr, path::Path};
+//! Layers, unknown keys and bad values.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use tributary::config::{CliOverrides, Config, ConfigError, EnvVars};
-use workflows::partner::{ClientAuth, PartnerKind};
+use tributary::config::{CliOverrides, Config, ConfigError};
 
-const JWT_SECRET: &str = "a-configured-jwt-secret-of-32-bytes!";
-
-fn key_b64(byte: u8) -> String {
-    STANDARD.encode([byte; 32])
-}
-
-/// Configured secrets, so that no development secrets file is written.
-fn secrets() -> Vec<(String, String)> {
-    vec![
-        ("TRIBUTARY_AUTH__JWT_SECRET".into(), JWT_SECRET.into()),
-        ("TRIBUTARY_CRYPTO__KEYS__K1".into(), key_b64(1)),
-    ]
-}
-
-fn env(extra: &[(&str, &str)]) -> EnvVars {
-    let mut pairs = secrets();
-    pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    EnvVars::from_pairs(pairs)
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn load_err(file: Option<&Path>, env: EnvVars, cli: CliOverrides) -> (String, String) {
-    let err = Config::load_from(file, env, cli).unwrap_err();
-    let key = err.key().unwrap_or_default().to_owned();
-    (key, err.to_string())
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use crate::{JWT_SECRET, addr, env, key_b64, load_err, write};
 
 #[test]
 fn defaults_run_out_of_the_box() {
@@ -75,6 +35,19 @@ fn defaults_run_out_of_the_box() {
     assert_eq!(c.workers.dispatch_lease_secs, 120);
     assert_eq!(c.workers.fetch_lease_secs, 300);
     assert_eq!(c.workers.max_run_secs, 120);
+    assert_eq!(c.workers.stale_refresh_secs, 300);
+    assert_eq!(c.workers.concurrency, 64);
+    assert_eq!(c.workers.batch_size, 100);
+    assert_eq!(c.workers.poll_interval_ms, 250);
+    // One source for each default: the queue's own defaults are the configuration's.
+    let queue = engine::jobs::QueueSettings::default();
+    assert_eq!(queue.concurrency, c.workers.concurrency);
+    assert_eq!(queue.batch_size, c.workers.batch_size);
+    assert_eq!(
+        queue.poll_interval,
+        std::time::Duration::from_millis(c.workers.poll_interval_ms)
+    );
+    assert_eq!(c.database.connect_timeout_secs, 10);
     assert_eq!(c.dev_secrets_in_use, None);
 
     // Ready-made keys for the server.
@@ -219,10 +192,10 @@ fn unknown_keys_are_errors_that_name_the_key() {
 
     let (key, msg) = load_err(
         None,
-        env(&[("TRIBUTARY_DEV_SECRET", "false")]),
+        env(&[("TRIBUTARY_DEV_SECRETS__X", "false")]),
         CliOverrides::default(),
     );
-    assert_eq!(key, "dev_secret", "{msg}");
+    assert_eq!(key, "dev_secrets", "{msg}");
 
     let file = write(dir.path(), "u.toml", "[servre]\nlisten = \"0.0.0.0:1\"\n");
     let (key, _) = load_err(Some(&file), env(&[]), CliOverrides::default());
@@ -352,239 +325,4 @@ fn missing_config_file_is_an_error() {
     .unwrap_err();
     assert!(matches!(err, ConfigError::File { .. }), "{err}");
     assert!(err.to_string().contains("absent.toml"));
-}
-
-const PARTNERS: &str = r#"
-[partners.dexcom]
-display_name = "Dexcom"
-kind = "dexcom"
-client_id = "tributary"
-client_secret = "s3cret"
-authorize_url = "https://api.dexcom.com/v2/oauth2/login"
-token_url = "https://api.dexcom.com/v2/oauth2/token"
-redirect_url = "https://tributary.example.org/v1/oauth/dexcom/callback"
-scopes = ["offline_access"]
-api_base_url = "https://api.dexcom.com/"
-
-[partners.acme-pump]
-display_name = "ACME Pump"
-kind = "pump"
-client_id = "abc"
-client_secret = "def"
-client_auth = "client_secret_post"
-authorize_url = "http://localhost:9000/pump/authorize"
-token_url = "http://localhost:9000/pump/token"
-revoke_url = "http://localhost:9000/pump/revoke"
-redirect_url = "http://localhost:8080/v1/oauth/acme-pump/callback"
-issuer = "http://localhost:9000/pump"
-api_base_url = "http://localhost:9000/pump/api/"
-request_timeout_secs = 5
-"#;
-
-#[test]
-fn partner_tables_parse() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "p.toml", PARTNERS);
-    let env = env(&[
-        // A numeric client id from the environment stays a string, and arrays parse.
-        ("TRIBUTARY_PARTNERS__DEXCOM__CLIENT_ID", "12345"),
-        (
-            "TRIBUTARY_PARTNERS__DEXCOM__SCOPES",
-            "[offline_access, egv]",
-        ),
-    ]);
-    let c = Config::load_from(Some(&file), env, CliOverrides::default()).unwrap();
-    assert_eq!(
-        c.partners.keys().collect::<Vec<_>>(),
-        ["acme-pump", "dexcom"]
-    );
-    let dexcom = &c.partners["dexcom"];
-    assert_eq!(dexcom.kind, PartnerKind::Dexcom);
-    assert_eq!(dexcom.client_id, "12345");
-    assert_eq!(dexcom.client_secret.expose(), "s3cret");
-    assert_eq!(dexcom.client_auth, ClientAuth::ClientSecretBasic);
-    assert_eq!(dexcom.scopes, ["offline_access", "egv"]);
-    assert_eq!(dexcom.request_timeout_secs, 30);
-    let pump = &c.partners["acme-pump"];
-    assert_eq!(pump.kind, PartnerKind::Pump);
-    assert_eq!(pump.client_auth, ClientAuth::ClientSecretPost);
-    assert_eq!(pump.issuer.as_deref(), Some("http://localhost:9000/pump"));
-    assert_eq!(pump.request_timeout_secs, 5);
-}
-
-#[test]
-fn partner_errors_name_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let cases = [
-        (
-            PARTNERS.replace("[partners.acme-pump]", "[partners.Acme_Pump]"),
-            "partners.Acme_Pump",
-        ),
-        (
-            PARTNERS.replace("kind = \"pump\"", "kind = \"insulin\""),
-            "partners.acme-pump.kind",
-        ),
-        (
-            PARTNERS.replace("request_timeout_secs = 5", "request_timeout = 5"),
-            "partners.acme-pump.request_timeout",
-        ),
-        (
-            PARTNERS.replace("client_id = \"abc\"\n", ""),
-            "partners.acme-pump.client_id",
-        ),
-        (
-            PARTNERS.replace("/v1/oauth/dexcom/callback", "/callback"),
-            "partners.dexcom.redirect_url",
-        ),
-    ];
-    for (i, (text, expected)) in cases.into_iter().enumerate() {
-        let file = write(dir.path(), &format!("p{i}.toml"), &text);
-        let (key, msg) = load_err(Some(&file), env(&[]), CliOverrides::default());
-        assert_eq!(key, expected, "{msg}");
-        assert!(
-            msg.starts_with(&format!("invalid configuration: {expected}: ")),
-            "{msg}"
-        );
-    }
-}
-
-fn sqlite_url(dir: &Path) -> String {
-    format!("sqlite://{}/app.db", dir.display())
-}
-
-#[test]
-fn dev_secrets_are_generated_once_and_reused() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = || EnvVars::from_pairs([("TRIBUTARY_DATABASE__URL", sqlite_url(dir.path()))]);
-    let path = dir.path().join("app.secrets.toml");
-
-    let first = Config::load_from(None, env(), CliOverrides::default()).unwrap();
-    let in_use = first.dev_secrets_in_use.clone().unwrap();
-    assert!(in_use.generated);
-    assert!(in_use.jwt_secret);
-    assert_eq!(in_use.path, path);
-    let key_id = in_use.key_id.clone().unwrap();
-    assert!(key_id.starts_with("dev-") && key_id.len() == "dev-yyyymmdd".len());
-    assert_eq!(first.crypto.active_key_id.as_deref(), Some(key_id.as_str()));
-    assert!(first.jwt_secret_bytes().unwrap().len() >= 32);
-    assert_eq!(first.crypto.decoded_keys().unwrap().len(), 1);
-
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
-    }
-
-    let second = Config::load_from(None, env(), CliOverrides::default()).unwrap();
-    let in_use = second.dev_secrets_in_use.clone().unwrap();
-    assert!(!in_use.generated);
-    assert_eq!(second.jwt_secret_bytes(), first.jwt_secret_bytes());
-    assert_eq!(second.crypto.active_key_id, first.crypto.active_key_id);
-    assert_eq!(
-        second.crypto.decoded_keys().unwrap()[&key_id].expose(),
-        first.crypto.decoded_keys().unwrap()[&key_id].expose()
-    );
-
-    // The file is a valid partial configuration.
-    let as_config = Config::load_from(
-        Some(&path),
-        EnvVars::from_pairs([("TRIBUTARY_DEV_SECRETS", "false")]),
-        CliOverrides::default(),
-    )
-    .unwrap();
-    assert_eq!(as_config.jwt_secret_bytes(), first.jwt_secret_bytes());
-}
-
-#[test]
-fn configured_secrets_win_over_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = sqlite_url(dir.path());
-    let generated = Config::load_from(
-        None,
-        EnvVars::from_pairs([("TRIBUTARY_DATABASE__URL", url.as_str())]),
-        CliOverrides::default(),
-    )
-    .unwrap();
-
-    // JWT secret configured: only the key comes from the file.
-    let c = Config::load_from(
-        None,
-        EnvVars::from_pairs([
-            ("TRIBUTARY_DATABASE__URL", url.as_str()),
-            ("TRIBUTARY_AUTH__JWT_SECRET", JWT_SECRET),
-        ]),
-        CliOverrides::default(),
-    )
-    .unwrap();
-    assert_eq!(c.jwt_secret_bytes(), Some(JWT_SECRET.as_bytes()));
-    assert_eq!(c.crypto.active_key_id, generated.crypto.active_key_id);
-    let in_use = c.dev_secrets_in_use.unwrap();
-    assert!(!in_use.jwt_secret);
-    assert!(in_use.key_id.is_some());
-
-    // Both configured: the file is not consulted.
-    let c = Config::load_from(
-        None,
-        env(&[("TRIBUTARY_DATABASE__URL", url.as_str())]),
-        CliOverrides::default(),
-    )
-    .unwrap();
-    assert_eq!(c.jwt_secret_bytes(), Some(JWT_SECRET.as_bytes()));
-    assert_eq!(c.crypto.active_key_id.as_deref(), Some("k1"));
-    assert_eq!(c.dev_secrets_in_use, None);
-}
-
-#[test]
-fn without_dev_secrets_missing_secrets_are_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = sqlite_url(dir.path());
-    let (key, msg) = load_err(
-        None,
-        EnvVars::from_pairs([
-            ("TRIBUTARY_DATABASE__URL", url.as_str()),
-            ("TRIBUTARY_DEV_SECRETS", "false"),
-        ]),
-        CliOverrides::default(),
-    );
-    assert_eq!(key, "auth.jwt_secret");
-    assert!(msg.contains("TRIBUTARY_AUTH__JWT_SECRET"), "{msg}");
-
-    let (key, msg) = load_err(
-        None,
-        EnvVars::from_pairs([
-            ("TRIBUTARY_DATABASE__URL", url.as_str()),
-            ("TRIBUTARY_DEV_SECRETS", "false"),
-            ("TRIBUTARY_AUTH__JWT_SECRET", JWT_SECRET),
-        ]),
-        CliOverrides::default(),
-    );
-    assert_eq!(key, "crypto.keys");
-    assert!(msg.contains("TRIBUTARY_CRYPTO__ACTIVE_KEY_ID"), "{msg}");
-    assert!(
-        !dir.path().join("app.secrets.toml").exists(),
-        "nothing is generated when dev_secrets is off"
-    );
-}
-
-#[test]
-fn corrupt_secrets_file_is_reported_not_overwritten() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        dir.path(),
-        "app.secrets.toml",
-        "[auth]\njwt_secret = \"short\"\n",
-    );
-    let err = Config::load_from(
-        None,
-        EnvVars::from_pairs([("TRIBUTARY_DATABASE__URL", sqlite_url(dir.path()))]),
-        CliOverrides::default(),
-    )
-    .unwrap_err();
-    assert!(matches!(err, ConfigError::DevSecrets { .. }), "{err}");
-    assert!(err.to_string().contains("app.secrets.toml"), "{err}");
-    assert_eq!(
-        std::fs::read_to_string(path).unwrap(),
-        "[auth]\njwt_secret = \"short\"\n"
-    );
 }

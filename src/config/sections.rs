@@ -1,0 +1,209 @@
+//! The option structs of the sections that hold no secrets: `[server]`, `[database]`,
+//! `[oauth]`, `[sandbox]`, `[workers]` and `[log]`. Their doc comments are the reference; the
+//! bounds of every number are in `bounds.rs` and docs/configuration.md.
+//!
+//! Defaults that a lower layer also uses (the job queue's, the workflows') are taken from that
+//! layer, so each has one source.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use engine::jobs::QueueSettings;
+use serde::Deserialize;
+use url::Url;
+use workflows::{Settings, TransferSettings};
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port the HTTP server binds, e.g. `0.0.0.0:8080`. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The URL at which browsers and partners reach this server (scheme, host, port, optional
+    /// path prefix). Default: derived from `listen` as `http://<listen>`, with an unspecified
+    /// address (`0.0.0.0`, `::`) replaced by `localhost`. Always set after loading.
+    pub public_url: Option<Url>,
+    /// Where the browser is sent after the OAuth callback, with the outcome appended as query
+    /// parameters. Unset: the callback shows a small HTML page instead.
+    pub return_url: Option<Url>,
+    /// Largest accepted request body, in bytes. Default 65536 (64 KiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            public_url: None,
+            return_url: None,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `http://<listen>`, with an unspecified address replaced by `localhost`.
+    pub fn derived_public_url(&self) -> Url {
+        let url = if self.listen.ip().is_unspecified() {
+            format!("http://localhost:{}/", self.listen.port())
+        } else {
+            format!("http://{}/", self.listen)
+        };
+        Url::parse(&url).expect("a socket address forms a valid http URL")
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://<path>` (created if missing) or `postgres://user:pass@host/db`. Default
+    /// `sqlite://tributary.db`, relative to the working directory.
+    pub url: String,
+    /// Upper bound on pooled connections.  Default 10.
+    pub max_connections: u32,
+    /// SQLite only: how long a writer waits for a lock before failing, in milliseconds.
+    /// Default 5000.
+    pub busy_timeout_ms: u64,
+    /// PostgreSQL only: how long the first connection at start may take, in seconds; an
+    /// unreachable or refusing server fails the start with its own error at once or after
+    /// this long. Default 10.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        let store = engine::store::StoreOptions::default();
+        Self {
+            url: "sqlite://tributary.db".to_owned(),
+            max_connections: store.max_connections,
+            busy_timeout_ms: duration_ms(store.busy_timeout),
+            connect_timeout_secs: store.connect_timeout.as_secs(),
+        }
+    }
+}
+
+/// `[oauth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// How long an authorization attempt (its `state` and PKCE verifier) stays valid, in seconds.
+    /// Default 600.
+    pub state_ttl_secs: u64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            state_ttl_secs: Settings::default().state_ttl.as_secs(),
+        }
+    }
+}
+
+/// `[sandbox]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// Mount the simulated partner under `/sandbox` and, when no partners are configured,
+    /// configure two partners (a CGM and a pump) that talk to it. Default: on in development
+    /// mode (`dev_secrets = true`), off otherwise; turning it on with `dev_secrets = false` is
+    /// refused (see docs/configuration.md#production-like-configuration). `--no-sandbox` turns
+    /// it off.
+    pub enabled: bool,
+    /// Approve every consent screen as this user, without a browser (demos and tests).
+    pub auto_consent_user: Option<String>,
+    /// Longest window one data request of the sandbox partners may span, in days (Dexcom: 30).
+    /// Smaller values make the first transfer's backfill many windows (demos, tests). Default 30.
+    pub max_window_days: u32,
+    /// Per-request timeout of the sandbox partners' HTTP calls, in seconds. Default 30.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            auto_consent_user: None,
+            max_window_days: 30,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[workers]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Run workers in this process (`serve`). `false` (or `serve --no-workers`) makes an
+    /// API-only process; `tributary worker` runs workers without the API.
+    pub enabled: bool,
+    /// Steps run concurrently per step type in this process; at most twice `batch_size`.
+    /// Default 64: a transfer spends most of its time waiting on the partner (five requests of
+    /// 100+ ms each in production), and concurrent transfers' commits share transactions
+    /// (group commit), so more in flight costs little: ~105 MiB per process at 64 in the
+    /// benchmark (BENCHMARKS.md).
+    pub concurrency: usize,
+    /// How often idle workers and the dispatcher look for due work, in milliseconds.
+    /// Default 250.
+    pub poll_interval_ms: u64,
+    /// Jobs fetched from the queue per poll. Default 100.
+    pub batch_size: usize,
+    /// Connections claimed per dispatcher pass. Default 500.
+    pub dispatch_batch: u64,
+    /// How long a dispatcher's claim on a due connection lasts before the job starts, in
+    /// seconds: a job lost between claim and start is re-dispatched after this. Default 120.
+    pub dispatch_lease_secs: u64,
+    /// How long a started transfer may go without committing a window, in seconds: the
+    /// transfer of a worker killed mid-way is taken up again this long after its last commit.
+    /// Must exceed the longest window fetch. Default 300.
+    pub fetch_lease_secs: u64,
+    /// A transfer running longer than this yields (and is due again at once), in seconds, so a
+    /// long backfill never holds a worker for hours. Default 120.
+    pub max_run_secs: u64,
+    /// A connection left in `refreshing` this long (its worker died mid-refresh) is returned to
+    /// `active`, in seconds. Default 300.
+    pub stale_refresh_secs: u64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        let queue = QueueSettings::default();
+        let transfer = TransferSettings::default();
+        Self {
+            enabled: true,
+            concurrency: queue.concurrency,
+            poll_interval_ms: duration_ms(queue.poll_interval),
+            batch_size: queue.batch_size,
+            dispatch_batch: transfer.dispatch_batch,
+            dispatch_lease_secs: transfer.dispatch_lease.as_secs(),
+            fetch_lease_secs: transfer.fetch_lease.as_secs(),
+            max_run_secs: transfer.max_run.as_secs(),
+            stale_refresh_secs: Settings::default().stale_refresh_after.as_secs(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directives, e.g. `info,sqlx=warn` or `debug,hyper=info`.
+    pub filter: String,
+    /// One JSON object per line instead of human-readable text.
+    pub json: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info,sqlx=warn".to_owned(),
+            json: false,
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
