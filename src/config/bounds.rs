@@ -96,7 +96,9 @@ fn bounds(config: &Config) -> Vec<Bound> {
             1,
             MAX_SECS,
         ),
-        bound("workers.max_run_secs", workers.max_run_secs, 1, MAX_SECS),
+        // 0: a transfer yields after every window (a long backfill then shares the workers
+        // most evenly).
+        bound("workers.max_run_secs", workers.max_run_secs, 0, MAX_SECS),
         bound(
             "workers.stale_refresh_secs",
             workers.stale_refresh_secs,
@@ -107,6 +109,8 @@ fn bounds(config: &Config) -> Vec<Bound> {
     for (name, partner) in &config.partners {
         let key = |field: &str| format!("partners.{name}.{field}");
         let transfer = &partner.transfer;
+        // Unset: the partner kind's horizon, whose values are the defaults' (bounded alike).
+        let reread = transfer.reread.clone().unwrap_or_default();
         out.extend([
             bound(
                 key("request_timeout_secs"),
@@ -161,6 +165,18 @@ fn bounds(config: &Config) -> Vec<Bound> {
                 key("transfer.max_future_secs"),
                 transfer.max_future_secs,
                 0,
+                MAX_SECS,
+            ),
+            bound(
+                key("transfer.reread.horizon_secs"),
+                reread.horizon_secs,
+                1,
+                MAX_SECS,
+            ),
+            bound(
+                key("transfer.reread.interval_secs"),
+                reread.interval_secs,
+                60,
                 MAX_SECS,
             ),
             // The backoff doubles from the base up to the cap: a cap below the base is a typo.

@@ -181,9 +181,16 @@ async fn late_deletions_are_applied_by_the_late_change_horizon(db: &TestDb) {
         let user = user_at_partner(&format!("late{u}"));
         let c = store.get(*id).await.unwrap();
         let reread = c.reread_at.expect("the horizon was read");
-        assert!(reread > started + TimeDelta::hours(23), "and re-read a day later: {reread}");
-        let live: BTreeSet<String> =
-            store.record_ids(*id, false).await.unwrap().into_iter().collect();
+        assert!(
+            reread > started + TimeDelta::hours(23),
+            "and re-read a day later: {reread}"
+        );
+        let live: BTreeSet<String> = store
+            .record_ids(*id, false)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
         // Events whose deletion the partner published after the run began and before the last
         // re-read: the overlap never reads their time again.
         let since = started - TimeDelta::hours(6);
@@ -196,7 +203,10 @@ async fn late_deletions_are_applied_by_the_late_change_horizon(db: &TestDb) {
             }
         }
     }
-    assert!(deleted_late > 0, "the partner deleted events during the run");
+    assert!(
+        deleted_late > 0,
+        "the partner deleted events during the run"
+    );
     assert!(
         still_live.is_empty(),
         "late deletions not applied: {still_live:?} of {deleted_late}"
