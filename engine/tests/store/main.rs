@@ -164,24 +164,114 @@ pub async fn leased(store: &Store, u: &str) -> SyncLease {
         .expect("started")
 }
 
-/// `n` active connections, all due and claimed, their transfers started concurrently.
-pub async fn started(store: &Store, prefix: &str, n: usize) -> Vec<SyncLease> {
+/// `n` active connections, all due and claimed, their transfers started concurrently as one
+/// group (behind two more, `<prefix>-x0` and `-x1`, which take the group-commit slots first
+/// and are returned second: they can take the slots again for the next group).
+pub async fn started(
+    db: &engine::testing::TestDb,
+    store: &Store,
+    prefix: &str,
+    n: usize,
+) -> (Vec<SyncLease>, Vec<SyncLease>) {
     let mut ids = Vec::new();
     for i in 0..n {
         ids.push(active(store, &format!("{prefix}{i}"), "a", "r").await.id);
     }
+    let mut extra_ids = Vec::new();
+    for i in 0..2 {
+        extra_ids.push(active(store, &format!("{prefix}-x{i}"), "a", "r").await.id);
+    }
     let claimed = store.claim_due(1000, LEASE).await.unwrap();
-    assert_eq!(claimed.len(), n, "every new connection is due at once");
-    let starts = claimed.iter().map(|c| {
-        let store = store.clone();
-        let c = c.clone();
-        tokio::spawn(async move { store.start_sync(c.id, c.version, LEASE).await })
-    });
-    let mut leases: Vec<SyncLease> = futures::future::join_all(starts)
-        .await
-        .into_iter()
-        .map(|r| r.unwrap().unwrap().expect("started"))
-        .collect();
+    assert_eq!(claimed.len(), n + 2, "every new connection is due at once");
+    let start = |c: &engine::store::Claimed| {
+        let (store, c) = (store.clone(), c.clone());
+        let started: futures::future::BoxFuture<'static, _> =
+            Box::pin(async move { store.start_sync(c.id, c.version, LEASE).await });
+        started
+    };
+    let (extra, main): (Vec<_>, Vec<_>) = claimed.iter().partition(|c| extra_ids.contains(&c.id));
+    let first: Vec<_> = extra.iter().map(|c| start(c)).collect();
+    let rest: Vec<_> = main.iter().map(|c| start(c)).collect();
+    let (extras, leases) = as_one_group(db, first, rest).await;
+    let lease = |r: Result<Option<SyncLease>, engine::StoreError>| r.unwrap().expect("started");
+    let mut leases: Vec<SyncLease> = leases.into_iter().map(lease).collect();
     leases.sort_by_key(|l| ids.iter().position(|id| *id == l.connection.id));
-    leases
+    (leases, extras.into_iter().map(lease).collect())
+}
+
+/// Holds the database's write lock on `connections` (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: a
+/// table lock) from another connection until released, so that concurrent writes queue up:
+/// the way to make group commit form a group of a known size, whatever the machine's speed.
+pub struct WriteBlock {
+    release: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WriteBlock {
+    pub async fn hold(db: &engine::testing::TestDb) -> Self {
+        use sqlx::Connection as _;
+        let (locked_tx, locked) = tokio::sync::oneshot::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let url = db.url.clone();
+        let task = tokio::spawn(async move {
+            if url.starts_with("sqlite:") {
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let _ = locked_tx.send(());
+                let _ = released.await;
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            } else {
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql("BEGIN; LOCK TABLE connections IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let _ = locked_tx.send(());
+                let _ = released.await;
+                sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+        });
+        locked.await.unwrap();
+        Self {
+            release: Some(release),
+            task,
+        }
+    }
+
+    pub async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+        (&mut self.task).await.unwrap();
+    }
+}
+
+/// Runs `first` (enough to take every group-commit slot, where they wait on a [`WriteBlock`]),
+/// then `rest` once the slots are taken, and releases the block when `rest` has queued: `rest`
+/// then runs as one group. Returns the results of `first` and of `rest`.
+pub async fn as_one_group<A: Send + 'static, B: Send + 'static>(
+    db: &engine::testing::TestDb,
+    first: Vec<futures::future::BoxFuture<'static, A>>,
+    rest: Vec<futures::future::BoxFuture<'static, B>>,
+) -> (Vec<A>, Vec<B>) {
+    let block = WriteBlock::hold(db).await;
+    let first: Vec<_> = first.into_iter().map(tokio::spawn).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rest: Vec<_> = rest.into_iter().map(tokio::spawn).collect();
+    // Long enough for every task to queue its request on a loaded machine, well inside the
+    // SQLite busy timeout the blocked writers wait under.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    block.release().await;
+    let mut firsts = Vec::new();
+    for t in first {
+        firsts.push(t.await.unwrap());
+    }
+    let mut out = Vec::new();
+    for t in rest {
+        out.push(t.await.unwrap());
+    }
+    (firsts, out)
 }

@@ -7,7 +7,9 @@ use engine::{
     testing::TestDb,
 };
 
-use crate::{LEASE, active, leased, records, refuse, started, user_data};
+use futures::future::BoxFuture;
+
+use crate::{LEASE, active, as_one_group, leased, records, refuse, started, user_data};
 
 engine::backend_tests!(
     concurrent_transfers_group_commit_each_to_its_own_row,
@@ -26,9 +28,35 @@ fn skipped(key: &str) -> SkippedRecord {
     }
 }
 
+/// Commits of the last chunk of two extra transfers, to take the group-commit slots.
+fn slot_takers(
+    store: &engine::store::Store,
+    extras: &[engine::store::SyncLease],
+) -> Vec<BoxFuture<'static, ()>> {
+    extras
+        .iter()
+        .map(|lease| {
+            let (store, mut lease) = (store.clone(), lease.clone());
+            let (now, later) = (Utc::now(), Utc::now() + TimeDelta::days(1));
+            let commit: BoxFuture<'static, ()> = Box::pin(async move {
+                store
+                    .commit_last_chunk(&mut lease, Chunk::default(), now, later, false)
+                    .await
+                    .unwrap();
+            });
+            commit
+        })
+        .collect()
+}
+
 async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
     let store = db.store().await;
-    let leases = started(&store, "g", 24).await;
+    let (leases, extras) = started(db, &store, "g", 24).await;
+    assert!(
+        store.group_stats().largest_start >= 24,
+        "the concurrent starts shared one statement: {:?}",
+        store.group_stats()
+    );
     // A duplicated job starts nothing: its connection's lease is taken.
     let first = leases[0].connection.clone();
     assert!(
@@ -53,7 +81,7 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
     let commits = leases.iter().enumerate().map(|(i, lease)| {
         let store = store.clone();
         let mut lease = lease.clone();
-        tokio::spawn(async move {
+        let commit: BoxFuture<'static, _> = Box::pin(async move {
             let through = Utc::now();
             let chunk = Chunk {
                 records: records(i, i % 5 + 1),
@@ -63,26 +91,24 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
             store
                 .commit_last_chunk(&mut lease, chunk, through, next, false)
                 .await
-        })
+        });
+        commit
     });
-    let results = futures::future::join_all(commits).await;
+    let (_, results) = as_one_group(db, slot_takers(&store, &extras), commits.collect()).await;
     let grouped = store.group_stats();
     assert!(
-        grouped.largest_start > 1 && grouped.largest_commit > 1,
-        "concurrent starts and commits were grouped: {grouped:?}"
+        grouped.largest_commit >= 24,
+        "the concurrent commits shared one transaction: {grouped:?}"
     );
     for (i, (result, lease)) in results.into_iter().zip(&leases).enumerate() {
         let id = lease.connection.id;
         let stored = store.record_ids(id, true).await.unwrap();
         if i == 5 {
-            assert!(
-                matches!(result.unwrap(), Err(StoreError::LeaseLost)),
-                "lost lease"
-            );
+            assert!(matches!(result, Err(StoreError::LeaseLost)), "lost lease");
             assert!(stored.is_empty(), "a lost lease writes nothing");
             continue;
         }
-        let (stats, connection) = result.unwrap().unwrap();
+        let (stats, connection) = result.unwrap();
         let want: Vec<String> = (0..i % 5 + 1).map(|k| format!("r{k}")).collect();
         assert_eq!(stats.inserted, want.len() as u64, "connection {i}");
         assert_eq!(stored, want, "connection {i} holds exactly its records");
@@ -137,12 +163,12 @@ async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
         "NEW.partner_record_id = 'poison'",
     )
     .await;
-    let leases = started(&store, "p", 12).await;
+    let (leases, extras) = started(db, &store, "p", 12).await;
     let next = Utc::now() + TimeDelta::hours(1);
     let commits = leases.iter().enumerate().map(|(i, lease)| {
         let store = store.clone();
         let mut lease = lease.clone();
-        tokio::spawn(async move {
+        let commit: BoxFuture<'static, _> = Box::pin(async move {
             let mut records = records(i, 3);
             if i == 7 {
                 records[1].partner_record_id = "poison".to_owned();
@@ -150,17 +176,25 @@ async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
             store
                 .commit_last_chunk(&mut lease, records.into(), Utc::now(), next, false)
                 .await
-        })
+        });
+        commit
     });
-    let results = futures::future::join_all(commits).await;
-    let fell_back = store.group_stats().commit_fallbacks;
-    assert!(fell_back >= 1, "the failing group was retried one by one");
+    let (_, results) = as_one_group(db, slot_takers(&store, &extras), commits.collect()).await;
+    let stats = store.group_stats();
+    assert!(
+        stats.largest_commit >= 12,
+        "the twelve were one group: {stats:?}"
+    );
+    assert_eq!(
+        stats.commit_fallbacks, 1,
+        "and it was retried one by one: {stats:?}"
+    );
     for (i, (result, lease)) in results.into_iter().zip(&leases).enumerate() {
         let id = lease.connection.id;
         let stored = store.record_ids(id, true).await.unwrap();
         let now = store.get(id).await.unwrap();
         if i == 7 {
-            let err = result.unwrap().unwrap_err();
+            let err = result.unwrap_err();
             assert!(matches!(err, StoreError::Db(_)), "{err:?}");
             assert!(
                 stored.is_empty(),
@@ -169,7 +203,7 @@ async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
             assert_eq!(now.fetched_through, None, "its cursor did not move");
             assert_eq!(now.last_sync_at, None, "its run did not end");
         } else {
-            result.unwrap().unwrap();
+            result.unwrap();
             assert_eq!(stored, ["r0", "r1", "r2"], "connection {i}");
             assert!(now.last_sync_at.is_some());
         }
@@ -182,6 +216,10 @@ async fn a_failing_start_fails_only_its_own_transfer(db: &TestDb) {
     for i in 0..10 {
         ids.push(active(&store, &format!("s{i}"), "a", "r").await.id);
     }
+    let mut extras = Vec::new();
+    for i in 0..2 {
+        extras.push(active(&store, &format!("x{i}"), "a", "r").await.id);
+    }
     refuse(
         &store,
         "UPDATE",
@@ -190,18 +228,30 @@ async fn a_failing_start_fails_only_its_own_transfer(db: &TestDb) {
     )
     .await;
     let claimed = store.claim_due(100, LEASE).await.unwrap();
-    assert_eq!(claimed.len(), 10);
-    let starts = claimed.iter().map(|c| {
+    assert_eq!(claimed.len(), 12);
+    let start = |c: &engine::store::Claimed| {
         let (store, c) = (store.clone(), c.clone());
-        tokio::spawn(async move { (c.id, store.start_sync(c.id, c.version, LEASE).await) })
-    });
-    let results = futures::future::join_all(starts).await;
+        let start: BoxFuture<'static, _> =
+            Box::pin(async move { (c.id, store.start_sync(c.id, c.version, LEASE).await) });
+        start
+    };
+    let (first, rest): (Vec<_>, Vec<_>) = claimed.iter().partition(|c| extras.contains(&c.id));
+    let (_, results) = as_one_group(
+        db,
+        first.into_iter().map(start).collect(),
+        rest.into_iter().map(start).collect(),
+    )
+    .await;
+    let stats = store.group_stats();
     assert!(
-        store.group_stats().start_fallbacks >= 1,
-        "the failing start group was retried one by one"
+        stats.largest_start >= 10,
+        "the ten were one group: {stats:?}"
     );
-    for result in results {
-        let (id, started) = result.unwrap();
+    assert_eq!(
+        stats.start_fallbacks, 1,
+        "and it was retried one by one: {stats:?}"
+    );
+    for (id, started) in results {
         if id == ids[5] {
             assert!(matches!(started, Err(StoreError::Db(_))), "{started:?}");
         } else {
