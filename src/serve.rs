@@ -168,9 +168,13 @@ impl Application {
     /// The start-up banner: where things are and a ready operator token.
     pub fn banner(&self) -> String {
         let base = self.base_url();
-        let token = self
-            .jwt
-            .mint(Role::Ops, "operator", Duration::from_secs(24 * 3600));
+        // Never longer than the service accepts (`auth.max_token_lifetime_secs`).
+        let ttl = Duration::from_secs(24 * 3600).min(self.jwt.max_lifetime());
+        let token = self.jwt.mint(Role::Ops, "operator", ttl);
+        let lifetime = match ttl.as_secs() {
+            secs if secs % 3600 == 0 => format!("{} h", secs / 3600),
+            secs => format!("{secs} s"),
+        };
         let mut out = format!(
             "\n  Tributary is listening on {base}\n\n  API docs (Swagger UI)  {base}/docs\n  OpenAPI document       {base}/openapi.json\n  Health / readiness     {base}/healthz  {base}/readyz\n"
         );
@@ -190,7 +194,7 @@ impl Application {
             partners.join(", ")
         ));
         out.push_str(&format!(
-            "\n  Operator token (24 h; mint others with `tributary token --role user --subject <id>`):\n    export TOKEN={token}\n    curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/partners\n"
+            "\n  Operator token ({lifetime}; mint others with `tributary token --role user --subject <id>`):\n    export TOKEN={token}\n    curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/partners\n"
         ));
         out
     }
