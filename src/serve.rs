@@ -211,7 +211,8 @@ impl Application {
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
-                self.routes.with(api::AccessLog),
+                // Outside our router too: it would answer a path that is not UTF-8 in plain text.
+                self.routes.with(api::LossyPaths).with(api::AccessLog),
                 shutdown,
                 Some(Duration::from_secs(10)),
             )

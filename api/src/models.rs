@@ -1,6 +1,7 @@
 //! The JSON the API speaks (camelCase), kept apart from the engine's types with explicit
 //! conversions so a change in storage never silently changes the wire format. Nothing here can
 //! hold token material: the engine's `Connection` has none, and these types copy field by field.
+//! A field without a value is `null` and always present ([`Nullable`]).
 
 use chrono::{DateTime, Utc};
 use engine::{
@@ -15,6 +16,8 @@ use poem_openapi::{
 use serde_json::Value;
 use uuid::Uuid;
 use workflows::partner::{PartnerConfig, PartnerKind};
+
+pub use crate::nullable::Nullable;
 
 /// Where a connection is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -78,24 +81,24 @@ pub struct ConnectionJson {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub state_changed_at: DateTime<Utc>,
-    pub last_error: Option<ErrorInfoJson>,
+    pub last_error: Nullable<ErrorInfoJson>,
     /// Consecutive failures counted against the connection.
     pub failure_count: u32,
     pub paused: bool,
     /// When the current access token expires (not the token itself).
-    pub token_expires_at: Option<DateTime<Utc>>,
+    pub token_expires_at: Nullable<DateTime<Utc>>,
     /// The scope the partner granted.
-    pub scope: Option<String>,
-    pub earliest_data_time: Option<DateTime<Utc>>,
-    pub latest_data_time: Option<DateTime<Utc>>,
+    pub scope: Nullable<String>,
+    pub earliest_data_time: Nullable<DateTime<Utc>>,
+    pub latest_data_time: Nullable<DateTime<Utc>>,
     /// When the last transfer ended (completed or yielded).
-    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_sync_at: Nullable<DateTime<Utc>>,
     /// When the next transfer is due (`POST /v1/connections/{id}/sync` makes it now).
-    pub next_sync_at: Option<DateTime<Utc>>,
+    pub next_sync_at: Nullable<DateTime<Utc>>,
     /// Data up to this time have been completely fetched (the transfer cursor).
-    pub fetched_through: Option<DateTime<Utc>>,
+    pub fetched_through: Nullable<DateTime<Utc>>,
     /// Start of the current streak of failed transfers; `null` when the last one succeeded.
-    pub failing_since: Option<DateTime<Utc>>,
+    pub failing_since: Nullable<DateTime<Utc>>,
     /// Partner records that could not be mapped to the Tidepool model (an unknown enum value,
     /// a bad number) and were skipped, over the connection's life. Nonzero means the partner
     /// sends something we do not understand yet: the server log names the field.
@@ -113,17 +116,17 @@ impl From<Connection> for ConnectionJson {
             created_at: c.created_at,
             updated_at: c.updated_at,
             state_changed_at: c.state_changed_at,
-            last_error: c.last_error.map(Into::into),
+            last_error: c.last_error.map(Into::into).into(),
             failure_count: c.failure_count,
             paused: c.paused,
-            token_expires_at: c.token_expires_at,
-            scope: c.scope,
-            earliest_data_time: c.earliest_data_time,
-            latest_data_time: c.latest_data_time,
-            last_sync_at: c.last_sync_at,
-            next_sync_at: c.next_sync_at,
-            fetched_through: c.fetched_through,
-            failing_since: c.failing_since,
+            token_expires_at: c.token_expires_at.into(),
+            scope: c.scope.into(),
+            earliest_data_time: c.earliest_data_time.into(),
+            latest_data_time: c.latest_data_time.into(),
+            last_sync_at: c.last_sync_at.into(),
+            next_sync_at: c.next_sync_at.into(),
+            fetched_through: c.fetched_through.into(),
+            failing_since: c.failing_since.into(),
             records_skipped: c.records_skipped,
         }
     }
@@ -137,7 +140,7 @@ pub struct DataPageJson {
     /// oldest first.
     pub data: Vec<Value>,
     /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
+    pub next_cursor: Nullable<String>,
 }
 
 /// A connection in `authorizing` and where to send the user's browser.
@@ -167,13 +170,13 @@ pub struct EventJson {
     /// Position in this connection's journal, from 1.
     pub seq: i64,
     /// `null` for the entry that created the connection.
-    pub from: Option<StateJson>,
+    pub from: Nullable<StateJson>,
     pub to: StateJson,
     /// `start_authorization`, `authorized`, `disconnect`, `note`, …
     pub event: String,
     /// `user:<id>`, `ops:<sub>`, `partner:<name>`, `system:<component>`.
     pub actor: String,
-    pub reason: Option<String>,
+    pub reason: Nullable<String>,
     /// Non-secret structured details.
     pub details: serde_json::Value,
     pub at: DateTime<Utc>,
@@ -183,11 +186,11 @@ impl From<JournalEntry> for EventJson {
     fn from(e: JournalEntry) -> Self {
         Self {
             seq: e.seq,
-            from: e.from.map(Into::into),
+            from: e.from.map(Into::into).into(),
             to: e.to.into(),
             event: e.event,
             actor: e.actor,
-            reason: e.reason,
+            reason: e.reason.into(),
             details: e.details,
             at: e.at,
         }
@@ -236,7 +239,7 @@ impl PartnerJson {
 pub struct AlertJson {
     pub id: String,
     pub partner: String,
-    pub connection_id: Option<String>,
+    pub connection_id: Nullable<String>,
     pub code: String,
     pub message: String,
     pub created_at: DateTime<Utc>,
@@ -247,7 +250,7 @@ impl From<OperatorAlert> for AlertJson {
         Self {
             id: a.id,
             partner: a.partner,
-            connection_id: a.connection_id,
+            connection_id: a.connection_id.into(),
             code: a.code,
             message: a.message,
             created_at: a.created_at,
@@ -267,11 +270,11 @@ pub struct RevocationJson {
     pub attempts: u32,
     pub next_attempt_at: DateTime<Utc>,
     /// The last attempt's error code, if it failed.
-    pub last_error: Option<String>,
-    pub completed_at: Option<DateTime<Utc>>,
+    pub last_error: Nullable<String>,
+    pub completed_at: Nullable<DateTime<Utc>>,
     /// `revoked` (the partner confirmed) or `abandoned` (attempt limit reached); `null` while
     /// pending.
-    pub outcome: Option<String>,
+    pub outcome: Nullable<String>,
 }
 
 /// A JSON string, and only a string: poem-openapi's `String` also accepts numbers and booleans

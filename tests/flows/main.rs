@@ -5,5 +5,6 @@
 mod callbacks;
 mod connect;
 mod helpers;
+mod http;
 mod lifecycle;
 mod transfer;
