@@ -134,6 +134,8 @@ async fn every_property_is_always_sent_and_those_without_a_value_are_nullable() 
             );
         }
     }
+    // Request bodies refuse unknown fields, and say so.
+    assert_eq!(schemas["NewConnection"]["additionalProperties"], false);
     // The ones that can be null say so.
     let connection = &schemas["Connection"]["properties"];
     for field in [
