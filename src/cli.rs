@@ -287,6 +287,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{}", new_secrets_note(in_use, &config.database.url));
             }
             let keys = config.auth.jwt_keys()?;
+            // The service would refuse a longer-lived token; better to say so now.
+            if args.ttl > keys.max_lifetime() {
+                return Err(ConfigError::invalid(
+                    "auth.max_token_lifetime_secs",
+                    format!(
+                        "`--ttl` of {} s is longer than the {} s a token may live",
+                        args.ttl.as_secs(),
+                        keys.max_lifetime().as_secs()
+                    ),
+                )
+                .into());
+            }
             println!("{}", keys.mint(args.role.into(), &args.subject, args.ttl));
             Ok(())
         }

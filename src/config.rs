@@ -130,6 +130,9 @@ pub struct AuthConfig {
     pub jwt_issuer: String,
     /// Required `aud` claim. Default `tributary`.
     pub jwt_audience: String,
+    /// Longest lifetime of an accepted token, in seconds: `exp - iat`, or `exp - now` for a
+    /// token without `iat`. 60 to 2592000 (30 days); default 86400 (24 h).
+    pub max_token_lifetime_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -138,6 +141,7 @@ impl Default for AuthConfig {
             jwt_secret: None,
             jwt_issuer: "tributary".to_owned(),
             jwt_audience: "tributary".to_owned(),
+            max_token_lifetime_secs: 24 * 3600,
         }
     }
 }
@@ -169,7 +173,8 @@ impl AuthConfig {
             secret.expose().as_bytes(),
             &self.jwt_issuer,
             &self.jwt_audience,
-        ))
+        )
+        .with_max_lifetime(std::time::Duration::from_secs(self.max_token_lifetime_secs)))
     }
 }
 

@@ -197,11 +197,15 @@ impl Application {
         };
         out.push_str(&format!("  Partners               {partners}\n"));
         if self.dev_jwt {
-            let token = self
-                .jwt
-                .mint(Role::Ops, "operator", Duration::from_secs(24 * 3600));
+            // Never longer than the service accepts (`auth.max_token_lifetime_secs`).
+            let ttl = Duration::from_secs(24 * 3600).min(self.jwt.max_lifetime());
+            let token = self.jwt.mint(Role::Ops, "operator", ttl);
+            let lifetime = match ttl.as_secs() {
+                secs if secs % 3600 == 0 => format!("{} h", secs / 3600),
+                secs => format!("{secs} s"),
+            };
             out.push_str(&format!(
-                "\n  Operator token (24 h; mint others with `tributary token --role user --subject <id>`):\n    export TOKEN={token}\n    curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/partners\n"
+                "\n  Operator token ({lifetime}; mint others with `tributary token --role user --subject <id>`):\n    export TOKEN={token}\n    curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/partners\n"
             ));
         } else {
             out.push_str(
@@ -223,7 +227,8 @@ impl Application {
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
-                self.routes.with(api::AccessLog),
+                // Outside our router too: it would answer a path that is not UTF-8 in plain text.
+                self.routes.with(api::LossyPaths).with(api::AccessLog),
                 shutdown,
                 Some(Duration::from_secs(10)),
             )

@@ -160,7 +160,7 @@ fn token_prints_only_a_verifiable_jwt() {
         .unwrap();
     assert_eq!(claims.sub, "alice");
     assert_eq!(claims.role, Role::Ops);
-    assert_eq!(claims.exp - claims.iat, 3600);
+    assert_eq!(claims.exp - claims.iat.unwrap(), 3600);
 
     // The second run reuses the same secret.
     let again = tributary(
@@ -505,4 +505,45 @@ async fn standalone_sandbox_serves_the_configured_tributary() {
         !dir.path().join("tributary.secrets.toml").exists(),
         "the sandbox needs no secrets"
     );
+}
+
+#[test]
+fn token_lifetimes_stay_within_what_the_service_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default `--ttl` (24 h) is accepted by a service with the default maximum.
+    let out = tributary(
+        dir.path(),
+        &["token", "--role", "user", "--subject", "alice"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secrets = std::fs::read_to_string(dir.path().join("tributary.secrets.toml")).unwrap();
+    let secrets: toml::Table = toml::from_str(&secrets).unwrap();
+    let secret = secrets["auth"]["jwt_secret"].as_str().unwrap();
+    let claims = JwtKeys::new(secret.as_bytes(), "tributary", "tributary")
+        .verify(stdout(&out).trim())
+        .unwrap();
+    assert_eq!(claims.exp - claims.iat.unwrap(), 24 * 3600);
+
+    // A longer one is refused up front, naming the key that bounds it.
+    for (ttl, env) in [
+        ("2d", &[][..]),
+        (
+            "11m",
+            &[("TRIBUTARY_AUTH__MAX_TOKEN_LIFETIME_SECS", "600")][..],
+        ),
+    ] {
+        let out = tributary(
+            dir.path(),
+            &["token", "--role", "ops", "--subject", "a", "--ttl", ttl],
+            env,
+        );
+        assert_eq!(out.status.code(), Some(2), "{ttl}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty());
+        assert!(
+            stderr(&out).contains("auth.max_token_lifetime_secs"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }

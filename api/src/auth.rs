@@ -15,8 +15,12 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
-/// Clock skew tolerated on `exp`, in seconds: the minting and verifying hosts' clocks may differ.
+/// Clock skew tolerated on `exp` and `nbf`, in seconds: the minting and verifying hosts' clocks
+/// may differ.
 pub const LEEWAY_SECS: i64 = 30;
+
+/// Longest token lifetime accepted unless configured otherwise (`auth.max_token_lifetime_secs`).
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Longest subject accepted; subjects become database keys and log fields.
 pub const MAX_SUBJECT_LEN: usize = 128;
@@ -81,8 +85,12 @@ pub struct Claims {
     pub aud: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: i64,
-    /// Issue time, seconds since the Unix epoch.
-    pub iat: i64,
+    /// Issue time, seconds since the Unix epoch; the token's lifetime is measured from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
 }
 
 impl Claims {
@@ -111,6 +119,17 @@ pub enum AuthError {
     /// `exp` is in the past (beyond the leeway).
     #[error("token expired")]
     Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// `exp - iat` (or `exp - now` without `iat`) is longer than the configured maximum.
+    #[error("token lifetime of {lifetime_secs} s exceeds the maximum of {max_secs} s")]
+    LifetimeTooLong {
+        /// The token's lifetime.
+        lifetime_secs: i64,
+        /// `auth.max_token_lifetime_secs`.
+        max_secs: u64,
+    },
     /// `iss` or `aud` is not ours.
     #[error("token not issued for this service: {0}")]
     WrongParty(&'static str),
@@ -172,6 +191,7 @@ pub struct JwtKeys {
     decoding: DecodingKey,
     issuer: String,
     audience: String,
+    max_lifetime: Duration,
     validation: Validation,
 }
 
@@ -181,27 +201,45 @@ impl fmt::Debug for JwtKeys {
             .field("secret", &"[redacted]")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
 }
 
 impl JwtKeys {
-    /// Keys for HS256 with `secret` (the configuration enforces ≥ 32 bytes).
+    /// Keys for HS256 with `secret` (the configuration enforces ≥ 32 bytes), accepting tokens
+    /// that live at most [`DEFAULT_MAX_LIFETIME`] (see [`Self::with_max_lifetime`]).
     pub fn new(secret: &[u8], issuer: &str, audience: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
-        // Expiry is checked in `verify_at` against an injected clock, so tests are deterministic.
+        // Time claims are checked in `verify_at` against an injected clock, so tests are
+        // deterministic.
         validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.leeway = 0;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
+            max_lifetime: DEFAULT_MAX_LIFETIME,
             validation,
         }
+    }
+
+    /// Refuse tokens whose lifetime exceeds `max`: a leaked long-lived token would otherwise
+    /// stay usable for as long as its minter chose (see docs/api.md#bearer-tokens).
+    #[must_use]
+    pub fn with_max_lifetime(mut self, max: Duration) -> Self {
+        self.max_lifetime = max;
+        self
+    }
+
+    /// The longest token lifetime accepted.
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
     }
 
     /// Mint a token valid for `ttl` from now. The caller checks `subject` with
@@ -220,7 +258,8 @@ impl JwtKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             exp: iat.saturating_add(ttl_secs),
-            iat,
+            iat: Some(iat),
+            nbf: None,
         };
         // HMAC signing of a plain struct cannot fail: no key parsing, and serde_json
         // serializes these fields infallibly.
@@ -228,7 +267,7 @@ impl JwtKeys {
             .expect("HS256 signing of plain claims is infallible")
     }
 
-    /// Verify signature, algorithm, issuer, audience, expiry and subject.
+    /// Verify signature, algorithm, issuer, audience, expiry, not-before, lifetime and subject.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         self.verify_at(token, Utc::now())
     }
@@ -244,8 +283,23 @@ impl JwtKeys {
                 _ => AuthError::Malformed(e.to_string()),
             })?;
         let claims = data.claims;
-        if claims.exp.saturating_add(LEEWAY_SECS) < now.timestamp() {
+        let now = now.timestamp();
+        if claims.exp.saturating_add(LEEWAY_SECS) < now {
             return Err(AuthError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(LEEWAY_SECS))
+        {
+            return Err(AuthError::NotYetValid);
+        }
+        let lifetime_secs = claims.exp.saturating_sub(claims.iat.unwrap_or(now));
+        let max_secs = self.max_lifetime.as_secs();
+        if u64::try_from(lifetime_secs).is_ok_and(|lifetime| lifetime > max_secs) {
+            return Err(AuthError::LifetimeTooLong {
+                lifetime_secs,
+                max_secs,
+            });
         }
         validate_subject(&claims.sub)?;
         Ok(claims)
@@ -300,7 +354,8 @@ mod tests {
         assert_eq!(claims.role, Role::Clinician);
         assert_eq!(claims.iss, "tributary");
         assert_eq!(claims.aud, "tributary");
-        assert_eq!(claims.iat, t0().timestamp());
+        assert_eq!(claims.iat, Some(t0().timestamp()));
+        assert_eq!(claims.nbf, None);
         assert_eq!(claims.exp, t0().timestamp() + 3600);
     }
 
@@ -321,6 +376,86 @@ mod tests {
         let err = keys().verify_at(&token, after).unwrap_err();
         assert_eq!(err, AuthError::Expired);
         assert_eq!(err.code(), "unauthenticated");
+    }
+
+    /// A correctly signed token with exactly these claims.
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    fn claims_at(exp: i64, iat: Option<i64>, nbf: Option<i64>) -> serde_json::Value {
+        let mut claims = serde_json::json!({
+            "sub": "alice", "role": "user", "iss": "tributary", "aud": "tributary", "exp": exp,
+        });
+        if let Some(iat) = iat {
+            claims["iat"] = iat.into();
+        }
+        if let Some(nbf) = nbf {
+            claims["nbf"] = nbf.into();
+        }
+        claims
+    }
+
+    #[test]
+    fn not_before_is_checked_with_the_leeway() {
+        let now = t0().timestamp();
+        let exp = now + 3600;
+        for nbf in [now - 3600, now, now + LEEWAY_SECS] {
+            let token = signed(claims_at(exp, Some(now), Some(nbf)));
+            let claims = keys().verify_at(&token, t0()).unwrap();
+            assert_eq!(claims.nbf, Some(nbf));
+        }
+        let token = signed(claims_at(exp, Some(now), Some(now + LEEWAY_SECS + 1)));
+        let err = keys().verify_at(&token, t0()).unwrap_err();
+        assert_eq!(err, AuthError::NotYetValid);
+        assert_eq!(err.code(), "unauthenticated");
+        // The same token is good once its time has come.
+        let later = t0() + chrono::Duration::seconds(1);
+        assert!(keys().verify_at(&token, later).is_ok());
+    }
+
+    #[test]
+    fn lifetimes_over_the_maximum_are_rejected() {
+        let now = t0().timestamp();
+        let max = DEFAULT_MAX_LIFETIME.as_secs() as i64;
+        let ok = signed(claims_at(now + max, Some(now), None));
+        assert!(keys().verify_at(&ok, t0()).is_ok());
+        let long = signed(claims_at(now + max + 1, Some(now), None));
+        assert_eq!(
+            keys().verify_at(&long, t0()).unwrap_err(),
+            AuthError::LifetimeTooLong {
+                lifetime_secs: max + 1,
+                max_secs: max as u64,
+            }
+        );
+        // An old `iat` does not make a token acceptable for longer.
+        let old = signed(claims_at(now + 60, Some(now - max), None));
+        assert!(matches!(
+            keys().verify_at(&old, t0()),
+            Err(AuthError::LifetimeTooLong { .. })
+        ));
+        // Without `iat`, what is left of the token's life counts.
+        let no_iat = signed(claims_at(now + max, None, None));
+        assert_eq!(keys().verify_at(&no_iat, t0()).unwrap().iat, None);
+        let no_iat_long = signed(claims_at(now + max + 1, None, None));
+        assert!(keys().verify_at(&no_iat_long, t0()).is_err());
+        // A configured maximum replaces the default, and minted tokens within it pass.
+        let short = keys().with_max_lifetime(Duration::from_secs(600));
+        assert_eq!(short.max_lifetime(), Duration::from_secs(600));
+        let token = short.mint_at(Role::Ops, "op", Duration::from_secs(600), t0());
+        assert!(short.verify_at(&token, t0()).is_ok());
+        let token = short.mint_at(Role::Ops, "op", Duration::from_secs(601), t0());
+        assert!(matches!(
+            short.verify_at(&token, t0()),
+            Err(AuthError::LifetimeTooLong { .. })
+        ));
+        let token = keys().mint_at(Role::Ops, "op", DEFAULT_MAX_LIFETIME, t0());
+        assert!(keys().verify_at(&token, t0()).is_ok());
     }
 
     #[test]

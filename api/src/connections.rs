@@ -10,6 +10,7 @@ use workflows::{WorkflowError, Workflows};
 use crate::{
     ApiTags,
     models::{AuthorizationJson, ConnectionJson, EventJson, StrictString},
+    params::{ConnectionIdParam, UserIdParam},
     problem::{Problem, ProblemJson, endpoint_response},
     security::{BearerAuth, CONNECTION_ROLES},
 };
@@ -96,6 +97,8 @@ endpoint_response! {
         /// The connection is active (`already_active`), its state does not allow it
         /// (`invalid_transition`), or it changed concurrently (`conflict`).
         Conflict = 409,
+        /// The request body exceeds the configured limit (`payload_too_large`).
+        PayloadTooLarge = 413,
         /// The connection's partner is no longer configured (`unknown_partner`).
         UnknownPartner = 422,
     }
@@ -117,6 +120,8 @@ endpoint_response! {
         /// Already `revoked` or `failed` (`invalid_transition`), or changed concurrently
         /// (`conflict`).
         Conflict = 409,
+        /// The request body exceeds the configured limit (`payload_too_large`).
+        PayloadTooLarge = 413,
     }
 }
 
@@ -152,6 +157,8 @@ endpoint_response! {
         NotFound = 404,
         /// Only active connections transfer data (`invalid_transition`).
         Conflict = 409,
+        /// The request body exceeds the configured limit (`payload_too_large`).
+        PayloadTooLarge = 413,
     }
 }
 
@@ -173,7 +180,7 @@ impl ConnectionsApi {
         BearerAuth(caller): BearerAuth,
         /// Tidepool user id.
         #[oai(name = "userId")]
-        user_id: Path<String>,
+        user_id: Path<UserIdParam>,
         body: Json<NewConnectionJson>,
     ) -> CreateConnectionResponse {
         let result = async {
@@ -207,7 +214,7 @@ impl ConnectionsApi {
         BearerAuth(caller): BearerAuth,
         /// Tidepool user id.
         #[oai(name = "userId")]
-        user_id: Path<String>,
+        user_id: Path<UserIdParam>,
     ) -> ListConnectionsResponse {
         let result = async {
             let user = caller.user_path(&user_id)?;
@@ -231,7 +238,7 @@ impl ConnectionsApi {
         &self,
         BearerAuth(caller): BearerAuth,
         /// Connection id (UUID).
-        id: Path<String>,
+        id: Path<ConnectionIdParam>,
     ) -> ConnectionResponse {
         match caller
             .connection(self.workflows.store(), &id, CONNECTION_ROLES)
@@ -253,7 +260,7 @@ impl ConnectionsApi {
         &self,
         BearerAuth(caller): BearerAuth,
         /// Connection id (UUID).
-        id: Path<String>,
+        id: Path<ConnectionIdParam>,
     ) -> AuthorizeResponse {
         let result = async {
             let connection = caller
@@ -282,7 +289,7 @@ impl ConnectionsApi {
         &self,
         BearerAuth(caller): BearerAuth,
         /// Connection id (UUID).
-        id: Path<String>,
+        id: Path<ConnectionIdParam>,
     ) -> DisconnectResponse {
         let result = async {
             let connection = caller
@@ -311,7 +318,7 @@ impl ConnectionsApi {
         &self,
         BearerAuth(caller): BearerAuth,
         /// Connection id (UUID).
-        id: Path<String>,
+        id: Path<ConnectionIdParam>,
     ) -> SyncResponse {
         let store = self.workflows.store();
         let result = async {
@@ -349,7 +356,7 @@ impl ConnectionsApi {
         &self,
         BearerAuth(caller): BearerAuth,
         /// Connection id (UUID).
-        id: Path<String>,
+        id: Path<ConnectionIdParam>,
     ) -> EventsResponse {
         let result = async {
             let connection = caller

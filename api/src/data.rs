@@ -19,6 +19,7 @@ use workflows::Workflows;
 use crate::{
     ApiTags,
     models::DataPageJson,
+    params::UserIdParam,
     problem::{Problem, endpoint_response},
     security::BearerAuth,
 };
@@ -64,7 +65,7 @@ impl DataApi {
         BearerAuth(caller): BearerAuth,
         /// Tidepool user id.
         #[oai(name = "userId")]
-        user_id: Path<String>,
+        user_id: Path<UserIdParam>,
         /// Only datums of this Tidepool type (`cbg`, `basal`, `bolus`, `deviceEvent`, …).
         #[oai(name = "type", validator(pattern = "^[a-zA-Z]{1,32}$"))]
         datum_type: Query<Option<String>>,
@@ -105,7 +106,7 @@ impl DataApi {
             let next_cursor = more.then(|| records.last().map(encode_cursor)).flatten();
             Ok::<_, Problem>(DataPageJson {
                 data: records.into_iter().map(datum_with_id).collect(),
-                next_cursor,
+                next_cursor: next_cursor.into(),
             })
         };
         match result.await {

@@ -9,7 +9,9 @@
 //! - [`auth`]: JWT verification (`JwtKeys`, `Role`, `Claims`).
 //! - `security.rs`: the bearer security scheme and who may do what.
 //! - `problem.rs`: problem details, error mapping, `endpoint_response!`.
-//! - `models.rs`: the JSON types and their conversions from the engine's.
+//! - `models.rs`: the JSON types and their conversions from the engine's; `nullable.rs`: how a
+//!   field without a value is sent (`null`, always present) and documented.
+//! - `params.rs`: path parameters, documented as the server parses them.
 //! - `meta.rs`: `/healthz`, `/readyz`. `partners.rs`: `/v1/partners`.
 //! - `connections.rs`: `/v1/users/{userId}/connections`, `/v1/connections/{id}[/…]`.
 //! - `data.rs`: `/v1/users/{userId}/data` (transferred data, Tidepool model, keyset-paged).
@@ -17,6 +19,10 @@
 //! - `ops.rs`: refresh, alerts, revocations (operators).
 //! - `middleware.rs`: body limit, panics as problems, security headers, the access log
 //!   (method and path only: query strings carry OAuth codes and `state`s).
+//! - `routing.rs`: the `Allow` header of 405s, paths that are not UTF-8.
+//!
+//! The contract (error model, nullability, roles, the schemathesis check) is described in
+//! docs/api.md.
 
 pub mod auth;
 mod connections;
@@ -24,13 +30,19 @@ mod data;
 mod meta;
 mod middleware;
 mod models;
+mod nullable;
 mod oauth;
 mod ops;
+mod params;
 mod partners;
 pub mod problem;
+mod routing;
 mod security;
 
 pub use middleware::AccessLog;
+pub use routing::LossyPaths;
+
+use std::sync::Arc;
 
 use poem::{Endpoint, EndpointExt as _, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
@@ -102,16 +114,30 @@ pub fn routes(
              `application/problem+json` with a stable `code`.",
         )
         .server(settings.server_url.clone());
-    let spec = service.spec_endpoint();
+    let mut document: serde_json::Value = serde_json::from_str(&service.spec()).unwrap_or_default();
+    // poem-openapi does not document `deny_unknown_fields`; the request body refuses unknown
+    // fields (400 `invalid_body`), so the document says so.
+    document["components"]["schemas"]["NewConnection"]["additionalProperties"] = false.into();
+    let mut allowed = routing::AllowedMethods::from_openapi(&document);
+    allowed.add("/openapi.json", ["get"]);
+    let allowed = Arc::new(allowed);
+    let document = document.to_string();
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(document.clone())
+    });
     let docs = service.swagger_ui();
     let max_body_bytes = settings.max_body_bytes;
     Route::new()
-        .at("/openapi.json", spec)
+        .at("/openapi.json", poem::get(spec))
         .nest("/docs", docs)
         .nest("/", service)
         .data(jwt)
+        .around(move |endpoint, req| routing::method_not_allowed(endpoint, req, allowed.clone()))
         .around(move |endpoint, req| middleware::limit_body(endpoint, req, max_body_bytes))
         .with(middleware::catch_panic())
         .catch_all_error(problem::catch_all)
+        .with(LossyPaths)
         .with(middleware::security_headers())
 }

@@ -5,7 +5,7 @@ use std::{any::Any, sync::Arc};
 use poem::{
     Endpoint, IntoResponse, Request, Response,
     error::ReadBodyError,
-    http::{HeaderValue, header},
+    http::{HeaderValue, Method, header},
     middleware::{CatchPanic, SetHeader},
     web::headers::{ContentLength, HeaderMapExt},
 };
@@ -14,12 +14,17 @@ use crate::problem::Problem;
 
 /// Refuses bodies over `max` bytes with 413 `payload_too_large`: at once when `Content-Length`
 /// says so, otherwise while reading (chunked bodies). Bodies are small JSON documents, so the
-/// body is buffered here and handed on as bytes.
+/// body is buffered here and handed on as bytes. `GET` and `HEAD` bodies have no meaning and
+/// no route reads them, so they are never read here either (and never answer 413): the OAuth
+/// callback, a `GET`, always answers with its page.
 pub async fn limit_body<E: Endpoint>(
     endpoint: Arc<E>,
     mut req: Request,
     max: usize,
 ) -> poem::Result<Response> {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return endpoint.call(req).await.map(IntoResponse::into_response);
+    }
     if let Some(ContentLength(length)) = req.headers().typed_get::<ContentLength>()
         && usize::try_from(length).map_or(true, |length| length > max)
     {

@@ -1,6 +1,7 @@
 //! The JSON the API speaks (camelCase), kept apart from the engine's types with explicit
 //! conversions so a change in storage never silently changes the wire format. Nothing here can
 //! hold token material: the engine's `Connection` has none, and these types copy field by field.
+//! A field without a value is `null` and always present ([`Nullable`]).
 
 use chrono::{DateTime, Utc};
 use engine::{
@@ -15,6 +16,8 @@ use poem_openapi::{
 use serde_json::Value;
 use uuid::Uuid;
 use workflows::partner::{PartnerConfig, PartnerKind};
+
+pub use crate::nullable::Nullable;
 
 /// Where a connection is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -78,32 +81,32 @@ pub struct ConnectionJson {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub state_changed_at: DateTime<Utc>,
-    pub last_error: Option<ErrorInfoJson>,
+    pub last_error: Nullable<ErrorInfoJson>,
     /// Consecutive failed transfers (the transfer backoff and the failure budget run on them).
     pub failure_count: u32,
     /// Consecutive failed token refreshes, apart from the transfer streak.
     pub refresh_failures: u32,
     /// When the access token is next refreshed (a quarter of its lifetime before it expires, or
     /// the retry after a failed refresh).
-    pub refresh_due_at: Option<DateTime<Utc>>,
+    pub refresh_due_at: Nullable<DateTime<Utc>>,
     /// Set when a refresh was interrupted after its request went out: its outcome is unknown
     /// (with a partner that rotates refresh tokens, the next refresh may lose the grant).
-    pub refresh_outcome_unknown_at: Option<DateTime<Utc>>,
+    pub refresh_outcome_unknown_at: Nullable<DateTime<Utc>>,
     pub paused: bool,
     /// When the current access token expires (not the token itself).
-    pub token_expires_at: Option<DateTime<Utc>>,
+    pub token_expires_at: Nullable<DateTime<Utc>>,
     /// The scope the partner granted.
-    pub scope: Option<String>,
-    pub earliest_data_time: Option<DateTime<Utc>>,
-    pub latest_data_time: Option<DateTime<Utc>>,
+    pub scope: Nullable<String>,
+    pub earliest_data_time: Nullable<DateTime<Utc>>,
+    pub latest_data_time: Nullable<DateTime<Utc>>,
     /// When the last transfer ended (completed or yielded).
-    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_sync_at: Nullable<DateTime<Utc>>,
     /// When the next transfer is due (`POST /v1/connections/{id}/sync` makes it now).
-    pub next_sync_at: Option<DateTime<Utc>>,
+    pub next_sync_at: Nullable<DateTime<Utc>>,
     /// Data up to this time have been completely fetched (the transfer cursor).
-    pub fetched_through: Option<DateTime<Utc>>,
+    pub fetched_through: Nullable<DateTime<Utc>>,
     /// Start of the current streak of failed transfers; `null` when the last one succeeded.
-    pub failing_since: Option<DateTime<Utc>>,
+    pub failing_since: Nullable<DateTime<Utc>>,
     /// Distinct partner records that could not be stored (unreadable, not mappable to the
     /// Tidepool model, or dated implausibly) and were skipped, over the connection's life; a
     /// record read again is not counted again. Nonzero means the partner sends something we do
@@ -124,20 +127,20 @@ impl From<Connection> for ConnectionJson {
             created_at: c.created_at,
             updated_at: c.updated_at,
             state_changed_at: c.state_changed_at,
-            last_error: c.last_error.map(Into::into),
+            last_error: c.last_error.map(Into::into).into(),
             failure_count: c.failure_count,
             refresh_failures: c.refresh_failures,
-            refresh_due_at: c.refresh_due_at,
-            refresh_outcome_unknown_at: c.refresh_outcome_unknown_at,
+            refresh_due_at: c.refresh_due_at.into(),
+            refresh_outcome_unknown_at: c.refresh_outcome_unknown_at.into(),
             paused: c.paused,
-            token_expires_at: c.token_expires_at,
-            scope: c.scope,
-            earliest_data_time: c.earliest_data_time,
-            latest_data_time: c.latest_data_time,
-            last_sync_at: c.last_sync_at,
-            next_sync_at: c.next_sync_at,
-            fetched_through: c.fetched_through,
-            failing_since: c.failing_since,
+            token_expires_at: c.token_expires_at.into(),
+            scope: c.scope.into(),
+            earliest_data_time: c.earliest_data_time.into(),
+            latest_data_time: c.latest_data_time.into(),
+            last_sync_at: c.last_sync_at.into(),
+            next_sync_at: c.next_sync_at.into(),
+            fetched_through: c.fetched_through.into(),
+            failing_since: c.failing_since.into(),
             records_skipped: c.records_skipped,
             records_conflicting: c.records_conflicting,
         }
@@ -152,7 +155,7 @@ pub struct DataPageJson {
     /// oldest first.
     pub data: Vec<Value>,
     /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
+    pub next_cursor: Nullable<String>,
 }
 
 /// A connection in `authorizing` and where to send the user's browser.
@@ -182,13 +185,13 @@ pub struct EventJson {
     /// Position in this connection's journal, from 1.
     pub seq: i64,
     /// `null` for the entry that created the connection.
-    pub from: Option<StateJson>,
+    pub from: Nullable<StateJson>,
     pub to: StateJson,
     /// `start_authorization`, `authorized`, `disconnect`, `note`, …
     pub event: String,
     /// `user:<id>`, `ops:<sub>`, `partner:<name>`, `system:<component>`.
     pub actor: String,
-    pub reason: Option<String>,
+    pub reason: Nullable<String>,
     /// Non-secret structured details.
     pub details: serde_json::Value,
     pub at: DateTime<Utc>,
@@ -198,11 +201,11 @@ impl From<JournalEntry> for EventJson {
     fn from(e: JournalEntry) -> Self {
         Self {
             seq: e.seq,
-            from: e.from.map(Into::into),
+            from: e.from.map(Into::into).into(),
             to: e.to.into(),
             event: e.event,
             actor: e.actor,
-            reason: e.reason,
+            reason: e.reason.into(),
             details: e.details,
             at: e.at,
         }
@@ -251,7 +254,7 @@ impl PartnerJson {
 pub struct AlertJson {
     pub id: String,
     pub partner: String,
-    pub connection_id: Option<String>,
+    pub connection_id: Nullable<String>,
     pub code: String,
     /// The latest occurrence's message (at most 500 characters).
     pub message: String,
@@ -267,7 +270,7 @@ impl From<OperatorAlert> for AlertJson {
         Self {
             id: a.id,
             partner: a.partner,
-            connection_id: a.connection_id,
+            connection_id: a.connection_id.into(),
             code: a.code,
             message: a.message,
             created_at: a.created_at,
@@ -289,11 +292,11 @@ pub struct RevocationJson {
     pub attempts: u32,
     pub next_attempt_at: DateTime<Utc>,
     /// The last attempt's error code, if it failed.
-    pub last_error: Option<String>,
-    pub completed_at: Option<DateTime<Utc>>,
+    pub last_error: Nullable<String>,
+    pub completed_at: Nullable<DateTime<Utc>>,
     /// `revoked` (the partner confirmed) or `abandoned` (attempt limit reached); `null` while
     /// pending.
-    pub outcome: Option<String>,
+    pub outcome: Nullable<String>,
 }
 
 /// A JSON string, and only a string: poem-openapi's `String` also accepts numbers and booleans

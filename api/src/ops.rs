@@ -10,7 +10,8 @@ use workflows::{RefreshOutcome, Workflows};
 
 use crate::{
     ApiTags,
-    models::{AlertJson, ConnectionJson, RevocationJson},
+    models::{AlertJson, ConnectionJson, Nullable, RevocationJson},
+    params::ConnectionIdParam,
     problem::{Problem, endpoint_response},
     security::{BearerAuth, OPS_ROLES, REPAIR_ROLES},
 };
@@ -39,10 +40,10 @@ pub enum RefreshOutcomeJson {
 #[oai(rename = "RefreshResult", rename_all = "camelCase")]
 pub struct RefreshJson {
     pub outcome: RefreshOutcomeJson,
-    /// Why it was deferred (`partner_unavailable`, `partner_configuration`, …).
-    pub code: Option<String>,
-    /// The connection afterwards (absent when `busy`).
-    pub connection: Option<ConnectionJson>,
+    /// Why it was deferred (`partner_unavailable`, `partner_configuration`, …); `null` otherwise.
+    pub code: Nullable<String>,
+    /// The connection afterwards; `null` when `busy`.
+    pub connection: Nullable<ConnectionJson>,
 }
 
 impl From<RefreshOutcome> for RefreshJson {
@@ -64,8 +65,8 @@ impl From<RefreshOutcome> for RefreshJson {
         };
         Self {
             outcome,
-            code,
-            connection: connection.map(Into::into),
+            code: code.into(),
+            connection: connection.map(Into::into).into(),
         }
     }
 }
@@ -84,6 +85,8 @@ endpoint_response! {
         NotFound = 404,
         /// The connection changed concurrently (`conflict`).
         Conflict = 409,
+        /// The request body exceeds the configured limit (`payload_too_large`).
+        PayloadTooLarge = 413,
         /// The connection's partner is no longer configured (`unknown_partner`).
         UnknownPartner = 422,
     }
@@ -134,7 +137,7 @@ impl OpsApi {
         &self,
         BearerAuth(caller): BearerAuth,
         /// Connection id (UUID).
-        id: Path<String>,
+        id: Path<ConnectionIdParam>,
     ) -> RefreshResponse {
         let result = async {
             let connection = caller
@@ -182,7 +185,7 @@ impl OpsApi {
         &self,
         BearerAuth(caller): BearerAuth,
         /// Connection id (UUID).
-        id: Path<String>,
+        id: Path<ConnectionIdParam>,
     ) -> RevocationsResponse {
         let result = async {
             let connection = caller
@@ -198,9 +201,9 @@ impl OpsApi {
                         partner: r.partner,
                         attempts: r.attempts,
                         next_attempt_at: r.next_attempt_at,
-                        last_error: r.last_error,
-                        completed_at: r.completed_at,
-                        outcome: r.outcome,
+                        last_error: r.last_error.into(),
+                        completed_at: r.completed_at.into(),
+                        outcome: r.outcome.into(),
                     })
                     .collect::<Vec<_>>(),
             )

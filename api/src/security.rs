@@ -146,7 +146,8 @@ mod tests {
             iss: "tributary".into(),
             aud: "tributary".into(),
             exp: 0,
-            iat: 0,
+            iat: None,
+            nbf: None,
         })
     }
 

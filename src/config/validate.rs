@@ -11,6 +11,9 @@ use super::{Config, ConfigError, bounds};
 /// Shortest accepted HS256 secret, in bytes (RFC 7518 §3.2: at least the hash size).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
+/// Accepted values of `auth.max_token_lifetime_secs`.
+const TOKEN_LIFETIME_SECS: std::ops::RangeInclusive<u64> = 60..=30 * 24 * 3600;
+
 /// Everything that can be checked before development secrets are filled in.
 pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     check_server(config)?;
@@ -127,6 +130,17 @@ fn check_auth(config: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "auth.jwt_audience",
             "must not be empty",
+        ));
+    }
+    if !TOKEN_LIFETIME_SECS.contains(&auth.max_token_lifetime_secs) {
+        return Err(ConfigError::invalid(
+            "auth.max_token_lifetime_secs",
+            format!(
+                "must be between {} (a minute) and {} (30 days), got {}",
+                TOKEN_LIFETIME_SECS.start(),
+                TOKEN_LIFETIME_SECS.end(),
+                auth.max_token_lifetime_secs
+            ),
         ));
     }
     Ok(())

@@ -146,3 +146,36 @@ fn corrupt_secrets_file_is_reported_not_overwritten() {
         "[auth]\njwt_secret = \"short\"\n"
     );
 }
+
+#[test]
+fn max_token_lifetime_is_validated_and_applied() {
+    use std::time::Duration;
+
+    let c = Config::load_from(None, env(&[]), CliOverrides::default()).unwrap();
+    assert_eq!(c.auth.max_token_lifetime_secs, 86_400);
+    assert_eq!(
+        c.auth.jwt_keys().unwrap().max_lifetime(),
+        Duration::from_secs(86_400)
+    );
+    for bad in ["0", "59", "2592001"] {
+        let (key, msg) = load_err(
+            None,
+            env(&[("TRIBUTARY_AUTH__MAX_TOKEN_LIFETIME_SECS", bad)]),
+            CliOverrides::default(),
+        );
+        assert_eq!(key, "auth.max_token_lifetime_secs", "{msg}");
+        assert!(msg.contains("between 60 (a minute) and 2592000"), "{msg}");
+    }
+    let c = Config::load_from(
+        None,
+        env(&[("TRIBUTARY_AUTH__MAX_TOKEN_LIFETIME_SECS", "600")]),
+        CliOverrides::default(),
+    )
+    .unwrap();
+    let jwt = c.auth.jwt_keys().unwrap();
+    assert_eq!(jwt.max_lifetime(), Duration::from_secs(600));
+    let ok = jwt.mint(api::auth::Role::Ops, "op", Duration::from_secs(600));
+    assert!(jwt.verify(&ok).is_ok());
+    let long = jwt.mint(api::auth::Role::Ops, "op", Duration::from_secs(601));
+    assert!(jwt.verify(&long).is_err());
+}

@@ -160,3 +160,66 @@ async fn clinicians_are_forbidden_for_now() {
     let partners = app.get("/v1/partners", &clinician).await;
     assert_eq!(partners.status, StatusCode::OK);
 }
+
+/// A token signed with the test secret, with exactly these time claims.
+fn signed(exp: i64, iat: Option<i64>, nbf: Option<i64>) -> String {
+    let mut claims = serde_json::json!({
+        "sub": "op", "role": "ops", "iss": "tributary", "aud": "tributary", "exp": exp,
+    });
+    if let Some(iat) = iat {
+        claims["iat"] = iat.into();
+    }
+    if let Some(nbf) = nbf {
+        claims["nbf"] = nbf.into();
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::helpers::SECRET),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tokens_not_valid_yet_or_living_too_long_are_401_problems() {
+    let app = TestApi::spawn().await;
+    let now = Utc::now().timestamp();
+    let day = 24 * 3600;
+    for (token, why) in [
+        (
+            signed(now + 3600, Some(now), Some(now + 600)),
+            "nbf in the future",
+        ),
+        (
+            signed(now + day + 60, Some(now), None),
+            "lifetime over 24 h",
+        ),
+        (
+            signed(now + 3600, Some(now - day), None),
+            "issued over 24 h before expiry",
+        ),
+        (
+            signed(now + day + 60, None, None),
+            "no iat, expiry over 24 h away",
+        ),
+    ] {
+        let reply = app.get("/v1/partners", &token).await;
+        let problem = reply.assert_problem(401, "unauthenticated");
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"), "{why}");
+        assert_eq!(
+            problem["detail"], "a valid bearer token is required",
+            "{why}"
+        );
+    }
+    // Within the limits, with and without the optional claims.
+    for token in [
+        signed(now + 3600, Some(now), Some(now - 60)),
+        signed(now + day - 60, Some(now), None),
+        signed(now + 3600, None, None),
+        app.jwt
+            .mint(Role::Ops, "op", Duration::from_secs(day as u64)),
+    ] {
+        let reply = app.get("/v1/partners", &token).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    }
+}

@@ -5,6 +5,7 @@
 mod auth;
 mod callback;
 mod connections;
+mod contract;
 mod data;
 mod helpers;
 mod meta;
