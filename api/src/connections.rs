@@ -323,9 +323,8 @@ impl ConnectionsApi {
         let store = self.workflows.store();
         let result = async {
             let connection = caller.connection(store, &id, CONNECTION_ROLES).await?;
-            let interval = self.workflows.settings().transfer.sync_request_interval;
-            store
-                .request_sync(connection.id, interval)
+            self.workflows
+                .request_sync(connection.id)
                 .await
                 .map_err(Problem::from)
         };

@@ -228,6 +228,9 @@ impl From<WorkflowError> for Problem {
                 code,
                 "the connection was changed concurrently; retry",
             ),
+            err @ WorkflowError::NotTransferring(_) => {
+                Problem::new(StatusCode::CONFLICT, code, err.to_string())
+            }
             WorkflowError::Internal(message) => Problem::internal(&message),
             WorkflowError::Injected(point) => Problem::internal(&point.to_string()),
         }

@@ -17,7 +17,7 @@ fn defaults_run_out_of_the_box() {
     assert_eq!(c.server.max_body_bytes, 64 * 1024);
     assert_eq!(c.database.url, "sqlite://tributary.db");
     assert_eq!(c.database.max_connections, 10);
-    assert_eq!(c.database.busy_timeout_ms, 5000);
+    assert_eq!(c.database.busy_timeout_ms, 30_000);
     assert_eq!(c.auth.jwt_secret.as_ref().unwrap().expose(), JWT_SECRET);
     assert_eq!(c.auth.jwt_issuer, "tributary");
     assert_eq!(c.auth.jwt_audience, "tributary");
@@ -99,7 +99,7 @@ fn toml_overrides_defaults() {
     assert_eq!(c.database.url, "postgres://u:p@db/tributary");
     assert_eq!(c.database.max_connections, 4);
     assert_eq!(
-        c.database.busy_timeout_ms, 5000,
+        c.database.busy_timeout_ms, 30_000,
         "untouched keys keep defaults"
     );
     assert_eq!(c.oauth.state_ttl_secs, 120);

@@ -12,7 +12,7 @@ use engine::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::{Workflows, fetch::FetchReport};
+use crate::{WorkflowError, Workflows, fetch::FetchReport};
 
 /// How often finished jobs are purged, and how long they are kept. Our tables hold the truth
 /// and the step history; a finished apalis row only slows apalis down: its acknowledgement
@@ -142,6 +142,24 @@ impl Workflows {
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             other => Err(format!("no worker runs {other:?} steps yet")),
+        }
+    }
+
+    /// A user (or an operator) asks for a transfer now: due at once unless one was asked within
+    /// `transfer.sync_request_interval` (then `Err(retry_at)`). The API writes through here,
+    /// never straight into the store.
+    pub async fn request_sync(
+        &self,
+        id: ConnectionId,
+    ) -> Result<Result<engine::model::Connection, chrono::DateTime<chrono::Utc>>, WorkflowError>
+    {
+        let interval = self.settings.transfer.sync_request_interval;
+        match self.store.request_sync(id, interval).await {
+            Ok(outcome) => Ok(outcome),
+            Err(engine::StoreError::NotTransferring(state)) => {
+                Err(WorkflowError::NotTransferring(state))
+            }
+            Err(err) => Err(err.into()),
         }
     }
 

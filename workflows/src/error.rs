@@ -14,6 +14,9 @@ pub enum WorkflowError {
     InvalidTransition(InvalidTransition),
     #[error("the connection was changed concurrently; retry")]
     Conflict,
+    /// Only a connection that may transfer data can be asked to sync.
+    #[error("only active connections transfer data; this one is {0}")]
+    NotTransferring(engine::state::State),
     #[error("internal error: {0}")]
     Internal(String),
     /// A test stopped the step at a named boundary, as if the process had died there.
@@ -30,6 +33,7 @@ impl WorkflowError {
             WorkflowError::AlreadyActive => "already_active",
             WorkflowError::InvalidTransition(_) => "invalid_transition",
             WorkflowError::Conflict => "conflict",
+            WorkflowError::NotTransferring(_) => "invalid_transition",
             WorkflowError::Internal(_) => "internal",
             WorkflowError::Injected(_) => "failpoint",
         }

@@ -111,7 +111,9 @@ pub enum Pool {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub max_connections: u32,
-    /// SQLite: how long a writer waits for the lock before failing.
+    /// SQLite: how long a writer waits for the lock before failing. SQLite has one writer at a
+    /// time; under a busy transfer load a group commit can hold the lock for seconds, and a
+    /// dispatcher pass (claims, job pushes) must wait its turn rather than fail.
     pub busy_timeout: Duration,
     /// PostgreSQL: how long [`Store::open`]'s first connection may take.
     pub connect_timeout: Duration,
@@ -121,7 +123,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
         }
     }

@@ -17,6 +17,7 @@ engine::backend_tests!(
     a_failing_start_fails_only_its_own_transfer,
     a_bad_record_is_counted_once_however_often_it_is_read,
     nul_characters_from_a_partner_are_stored_on_both_backends,
+    a_claim_waits_its_turn_behind_a_long_write,
 );
 
 fn skipped(key: &str) -> SkippedRecord {
@@ -338,4 +339,22 @@ async fn nul_characters_from_a_partner_are_stored_on_both_backends(db: &TestDb) 
     let odd = data.iter().find(|r| r.partner_record_id == "r3").unwrap();
     assert_eq!(odd.datum["transmitterId"], "ab\u{FFFD}cd");
     assert_eq!(odd.datum["payload"]["transmitterId"], "ab\u{FFFD}cd");
+}
+
+/// SQLite has one writer: a claim that finds the database locked by a long write (a big group
+/// commit under load) waits its turn instead of failing the dispatcher's pass with "database
+/// is locked" (the busy timeout was 5 s; this write holds the lock for 6 s).
+async fn a_claim_waits_its_turn_behind_a_long_write(db: &TestDb) {
+    let store = db.store().await;
+    let conn = active(&store, "u1", "a", "r").await;
+    let block = crate::WriteBlock::hold(db).await;
+    let claim = {
+        let store = store.clone();
+        tokio::spawn(async move { store.claim_due(10, LEASE).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    block.release().await;
+    let claimed = claim.await.unwrap().expect("the claim waited for the lock");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, conn.id);
 }
