@@ -265,7 +265,7 @@ fn bad_values_are_errors_that_name_the_key() {
             "workers.fetch_lease_secs",
         ),
         (
-            &[("TRIBUTARY_WORKERS__MAX_RUN_SECS", "0")],
+            &[("TRIBUTARY_WORKERS__MAX_RUN_SECS", "315360001")],
             "workers.max_run_secs",
         ),
         (
