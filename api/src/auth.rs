@@ -230,7 +230,7 @@ impl JwtKeys {
     }
 
     /// Refuse tokens whose lifetime exceeds `max`: a leaked long-lived token would otherwise
-    /// stay usable for as long as its minter chose (see docs/api.md#bearer-tokens).
+    /// stay usable for as long as its minter chose (see docs/api.md#roles-and-bearer-tokens).
     #[must_use]
     pub fn with_max_lifetime(mut self, max: Duration) -> Self {
         self.max_lifetime = max;

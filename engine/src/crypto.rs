@@ -1,8 +1,8 @@
-//! Authenticated encryption of token material at rest (C13): AES-256-GCM, a fresh random
-//! 96-bit nonce per message, the connection id (and a purpose label) as associated data so a
-//! ciphertext copied onto another row does not decrypt, and a key id stored beside each
-//! ciphertext so keys can rotate: new data use the active key, old data stay readable while
-//! their key is configured.
+//! Authenticated encryption of token material at rest (docs/oauth.md#tokens-at-rest):
+//! AES-256-GCM, a fresh random 96-bit nonce per message, the connection id (and a purpose
+//! label) as associated data so a ciphertext copied onto another row does not decrypt, and a
+//! key id stored beside each ciphertext so keys can rotate: new data use the active key, old
+//! data stay readable while their key is configured.
 
 use std::collections::BTreeMap;
 

@@ -106,7 +106,8 @@ async fn partner_side_revocation_is_detected(db: &TestDb) {
     assert_eq!(last["event"], "partner_revoked");
     assert_eq!(last["from"], "refreshing");
     assert_eq!(last["actor"], "ops:ops");
-    // Temporary errors never revoke (lesson 1): 5xx from the token endpoint after reconnecting.
+    // Temporary errors never revoke (docs/oauth.md#token-endpoint-errors): 5xx from the token
+    // endpoint after reconnecting.
     let (_, again) = app.connect("gina", "sandbox-cgm").await;
     let callback = app
         .consent(again["authorizeUrl"].as_str().unwrap(), "gina2", true)

@@ -247,7 +247,8 @@ impl Workflows {
             });
         }
 
-        // Exactly one callback gets here per state: the code is exchanged at most once (C6).
+        // Exactly one callback gets here per state: the code is exchanged at most once
+        // (docs/oauth.md#code-exchange).
         let code = engine::secret::SecretString::from(code.unwrap_or_default());
         let now = self.store.clock().now();
         match client

@@ -6,7 +6,8 @@
 //! in-flight steps sit in apalis's table, and finished jobs are purged. Delivery is at least once:
 //! every step fences on the version it was scheduled for.
 //!
-//! What apalis does and what we do instead (see `shared/reference/apalis-1.0-notes.md`):
+//! What apalis does and what we do instead (docs/jobs.md#workers and
+//! docs/jobs.md#why-the-queue-never-retries):
 //! - Retries: the handler's error is logged and the job is marked done; every job is pushed with
 //!   `max_attempts = 1` as well, so nothing apalis marks failed is retried at once. Backoff is
 //!   scheduled by us in our tables.

@@ -1,6 +1,6 @@
 //! The storage effects of a transition, performed inside the transaction that records it
-//! (docs/lifecycle.md#effects): the connection's own columns as part of the compare-and-swap
-//! `UPDATE`, then the other tables (authorizations, owed revocations, alerts).
+//! (docs/lifecycle.md#events-and-effects): the connection's own columns as part of the
+//! compare-and-swap `UPDATE`, then the other tables (authorizations, owed revocations, alerts).
 
 use chrono::{DateTime, Utc};
 use sea_orm::{

@@ -1,6 +1,8 @@
 //! Dexcom-v3-shaped CGM records: EGVs, calibrations, events, alerts (event and alert builders
-//! live in `cgm_events.rs`, devices and `dataRange` in `cgm_meta.rs`). Field names follow dexcom-api-v3.md exactly; enum-like fields are
-//! strings so the sandbox can serve values outside the documented enums, as Dexcom does.
+//! live in `cgm_events.rs`, devices and `dataRange` in `cgm_meta.rs`). Field names follow
+//! Dexcom's v3 API exactly (docs/dexcom.md#records); enum-like fields are strings so the
+//! sandbox can serve values outside the documented enums, as Dexcom does
+//! (docs/dexcom.md#unknown-values).
 
 use std::f64::consts::TAU;
 

@@ -1,5 +1,6 @@
-//! The pump cloud's records (our own design, fields per partner-integration-guide.md and the
-//! Tidepool basal/bolus model): basal segments every 30 minutes and a few boluses a day.
+//! The pump cloud's records (our own design, with the fields Tidepool asks pump partners for
+//! and the Tidepool basal/bolus model: docs/data-model.md#pump-records): basal segments every
+//! 30 minutes and a few boluses a day.
 //! Windows are `[start, end)`; records are ordered by (`time`, `id`), the paging order.
 
 use chrono::{DateTime, Duration as TimeDelta, SecondsFormat, Timelike, Utc};

@@ -1,6 +1,6 @@
 //! A token bucket per partner, shared by every connection of that partner in this process, so
-//! a thousand users syncing at once still respect the partner's agreed request rate (guide,
-//! Setup §2: "how frequently Tidepool Data Platform may call the partner APIs").
+//! a thousand users syncing at once still respect the partner's agreed request rate
+//! (docs/transfers.md#rate-limits).
 //!
 //! Waiters reserve their token before sleeping (the count may go negative), so they are served
 //! in arrival order and the lock is never held across an await. A cancelled waiter's token is

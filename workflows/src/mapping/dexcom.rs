@@ -1,4 +1,4 @@
-//! Dexcom v3 records (dexcom-api-v3.md): what every record shares, EGV → `cbg`,
+//! Dexcom v3 records (docs/dexcom.md#records): what every record shares, EGV → `cbg`,
 //! calibration → `deviceEvent/calibration`, alert → `alert`.
 
 use chrono::{DateTime, Utc};
@@ -69,7 +69,8 @@ pub(super) fn with_time(
 }
 
 /// `Dexcom_<transmitterGeneration>_<transmitterId>`, `unknown` for a missing part; stable for
-/// a transmitter, whatever its generation string (new values are kept, lesson 5).
+/// a transmitter, whatever its generation string (new values are kept:
+/// docs/data-model.md#unknown-values).
 pub(super) fn device_id(v: &Value) -> String {
     let generation: String = text(v, "transmitterGeneration")
         .unwrap_or("unknown")
@@ -85,8 +86,9 @@ pub(super) fn device_id(v: &Value) -> String {
     format!("Dexcom_{generation}_{transmitter}")
 }
 
-/// The guide's common device fields: Dexcom is the manufacturer, the generation the model
-/// (when Dexcom says which); the transmitter id is a hash, not a serial number.
+/// The common device fields (docs/data-model.md#device-fields): Dexcom is the manufacturer, the
+/// generation the model (when Dexcom says which); the transmitter id is a hash, not a serial
+/// number.
 fn device_fields(v: &Value) -> Vec<(&'static str, String)> {
     let model = text(v, "transmitterGeneration").filter(|g| *g != "unknown");
     let mut fields = vec![("deviceManufacturer", "Dexcom".to_owned())];
@@ -168,7 +170,7 @@ pub(super) fn egv(ctx: &MappingContext, v: &Value) -> Result<MappedRecord, Reaso
         let rate_units = match text(v, "rateUnit") {
             Some("mg/dL/min") => "mg/dL/minute",
             Some("mmol/L/min") => "mmol/L/minute",
-            // The guide: the default is the sample value's unit per minute.
+            // Default: the sample value's unit per minute (docs/data-model.md#cbg).
             _ if units == "mmol/L" => "mmol/L/minute",
             _ => "mg/dL/minute",
         };
@@ -196,11 +198,11 @@ pub(super) fn calibration(ctx: &MappingContext, v: &Value) -> Result<MappedRecor
     d.finish(ctx, common, false)
 }
 
-/// Alert → `alert`, the type tidepool-data-model.md names for Dexcom alerts (and Tidepool's own
-/// Dexcom translation uses): `name` = `alertName` (new names kept), `issuedTime` = `time`.
-/// Tidepool's `alert` has no state field; `alertState` stays in `payload`. Not
-/// `deviceEvent/alarm`: its `alarmType` enum is about pump alarms (occlusion, low insulin…)
-/// and would lose the CGM alert's name.
+/// Alert → `alert`, the type the Tidepool model has for Dexcom alerts (and Tidepool's own
+/// Dexcom translation uses; docs/data-model.md#alert): `name` = `alertName` (new names kept),
+/// `issuedTime` = `time`. Tidepool's `alert` has no state field; `alertState` stays in
+/// `payload`. Not `deviceEvent/alarm`: its `alarmType` enum is about pump alarms (occlusion,
+/// low insulin…) and would lose the CGM alert's name.
 pub(super) fn alert(ctx: &MappingContext, v: &Value) -> Result<MappedRecord, Reason> {
     let common = common(v)?;
     let name = text(v, "alertName").ok_or("missing alertName")?;

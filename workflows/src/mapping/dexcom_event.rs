@@ -1,5 +1,5 @@
 //! Dexcom user events → `food`, `insulin`, `physicalActivity`, `reportedState`, `smbg`
-//! (tidepool-data-model.md; state names and intensities as Tidepool's Dexcom translation).
+//! (docs/data-model.md#types; state names and intensities as Tidepool's Dexcom translation).
 //!
 //! `value` may be a string (the schema) or a number (one documented example): both are read;
 //! a present value that does not parse skips the record. `eventStatus`: `created` and

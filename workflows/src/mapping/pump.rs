@@ -1,5 +1,5 @@
-//! Pump records (the sandbox pump cloud's format: fields per partner-integration-guide.md)
-//! → `basal` and `bolus`, with the ranges of tidepool-data-model.md. A missing or
+//! Pump records (the sandbox pump cloud's format: docs/data-model.md#pump-records) → `basal`
+//! and `bolus`, with the model's ranges (docs/data-model.md#types). A missing or
 //! out-of-range amount, rate or duration skips the record; an unknown `deliveryType` or
 //! `subType` too (Tidepool requires both to be known).
 //!
@@ -40,7 +40,7 @@ fn common<'a>(ctx: &MappingContext, v: &'a Value) -> Result<Common<'a>, Reason> 
         .map_or_else(|| format!("{}_unknown", ctx.partner), str::to_owned);
     let manufacturer = text(v, "deviceManufacturer");
     let model = text(v, "deviceModel");
-    // The guide: without a display name, combine manufacturer and model.
+    // Without a display name, combine manufacturer and model (docs/data-model.md#device-fields).
     let name = text(v, "deviceName").map(str::to_owned).or_else(|| {
         let parts: Vec<&str> = [manufacturer, model].into_iter().flatten().collect();
         (!parts.is_empty()).then(|| parts.join(" "))
@@ -114,7 +114,8 @@ pub(super) fn basal(ctx: &MappingContext, v: &Value) -> Result<MappedRecord, Rea
 }
 
 /// Bolus → `bolus`: `normal`, `square`, `dual/square` (a combination bolus: both sets of
-/// fields) or `automated`. The sub type is `subType`, or the guide's `deliveryType`.
+/// fields) or `automated`. The sub type is `subType`, or else `deliveryType`
+/// (docs/data-model.md#bolus).
 pub(super) fn bolus(ctx: &MappingContext, v: &Value) -> Result<MappedRecord, Reason> {
     let common = common(ctx, v)?;
     let sub = text(v, "subType")

@@ -1,4 +1,4 @@
-//! Time rules of the Tidepool data model (tidepool-data-model.md, "Time handling"):
+//! Time rules of the Tidepool data model (docs/data-model.md#time-fields):
 //! `time` is UTC; `deviceTime` is the device's wall clock without zone; `timezoneOffset`
 //! (minutes), `clockDriftOffset` and `conversionOffset` (ms) explain the difference.
 //!

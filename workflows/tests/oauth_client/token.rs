@@ -140,7 +140,8 @@ async fn outages_and_garbage_are_transient() {
         ),
         Reply::new(503, "text/plain", ""),
         Reply::error(503, "invalid_grant"),
-        // Lesson 1: a 400 that is not an OAuth error body is an outage, not a revocation.
+        // A 400 that is not an OAuth error body is an outage, not a revocation
+        // (docs/oauth.md#token-endpoint-errors, rule 4).
         Reply::new(
             400,
             "text/html",

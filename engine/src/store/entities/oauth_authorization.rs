@@ -1,6 +1,7 @@
 use sea_orm::entity::prelude::*;
 
-/// A pending OAuth authorization: the hashed `state` (C2) and the sealed PKCE verifier (C1).
+/// A pending OAuth authorization: the hashed `state` (docs/oauth.md#state) and the sealed PKCE
+/// verifier (docs/oauth.md#pkce).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "oauth_authorizations")]
 pub struct Model {

@@ -2,7 +2,7 @@ use sea_orm::entity::prelude::*;
 
 /// A partner-side revocation (RFC 7009) still owed: the refresh token moved here, sealed, from
 /// the connection the moment it was disconnected, so the connection can no longer use it while
-/// the call to the partner is retried in the background (C12).
+/// the call to the partner is retried in the background (docs/oauth.md#revocation).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "partner_revocations")]
 pub struct Model {
