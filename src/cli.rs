@@ -70,6 +70,9 @@ pub enum Command {
     /// Benchmark the transfer pipeline against the sandbox (development only; see
     /// BENCHMARKS.md). Creates and drops its own databases.
     Bench(crate::bench::BenchArgs),
+    /// Measure peak memory of transfers with large partner responses (development only; see
+    /// BENCHMARKS.md, "Memory"), against the hostile partner, in this process.
+    BenchMemory(crate::bench::memory::MemoryArgs),
 }
 
 /// Flags of `serve`.
@@ -274,6 +277,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 ..LogConfig::default()
             })?;
             runtime()?.block_on(crate::bench::run(args))
+        }
+        Command::BenchMemory(args) => {
+            init_logging(&LogConfig {
+                filter: "error".to_owned(),
+                ..LogConfig::default()
+            })?;
+            runtime()?.block_on(crate::bench::memory::run(args))
         }
         Command::Token(args) => {
             let config = Config::load(

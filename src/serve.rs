@@ -25,13 +25,16 @@ use poem::{EndpointExt as _, Route, Server, listener::TcpAcceptor};
 use sea_orm::DbErr;
 use tokio::net::TcpListener;
 use url::Url;
-use workflows::{Partners, Settings, TransferSettings, Workers, Workflows, partner::PartnerConfig};
+use workflows::{
+    Partners, Settings, TransferSettings, Workers, Workflows, adapters::ResponseBudget,
+    partner::PartnerConfig,
+};
 
 use sandbox::{Sandbox, SandboxConfig};
 
 use self::builtin_sandbox::sandbox_partners;
 pub use self::builtin_sandbox::standalone as standalone_sandbox;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, WorkersConfig};
 
 /// A bound, ready-to-run service.
 pub struct Application {
@@ -95,7 +98,7 @@ impl Application {
         } else if partner_configs.is_empty() {
             tracing::warn!("no partners are configured: connections cannot be made");
         }
-        let partners = partners(partner_configs)?;
+        let partners = partners(partner_configs, &config.workers)?;
         let (workflows, queue) = components(&config, store, partners).await?;
 
         let mut routes = Route::new();
@@ -283,10 +286,15 @@ async fn components(
 /// The partner clients; a partner the client refuses is a configuration error (exit 2).
 fn partners(
     configs: impl IntoIterator<Item = (String, PartnerConfig)>,
+    workers: &WorkersConfig,
 ) -> anyhow::Result<Partners> {
-    Partners::from_config(configs).map_err(|(name, err)| {
-        ConfigError::invalid(format!("partners.{name}"), err.to_string()).into()
-    })
+    let partners = Partners::from_config(configs).map_err(|(name, err)| {
+        anyhow::Error::from(ConfigError::invalid(
+            format!("partners.{name}"),
+            err.to_string(),
+        ))
+    })?;
+    Ok(partners.with_response_budget(ResponseBudget::new(workers.response_memory_bytes)))
 }
 
 /// Opens and migrates the store, saying first what it connects to (without the password).
@@ -381,7 +389,7 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
         ));
         partner_configs.extend(sandbox_partners(&sandbox, &base, &config.sandbox));
     }
-    let partners = partners(partner_configs)?;
+    let partners = partners(partner_configs, &config.workers)?;
     let (workflows, queue) = components(&config, store, partners).await?;
     eprintln!("worker {} started", queue.worker_name());
     let workers = Workers::start(workflows.clone(), queue, true);

@@ -6,8 +6,8 @@
 //! **Development only.** The admin API has no authentication and the default client secrets
 //! are public constants; never expose a sandbox beyond a developer machine or CI.
 //!
-//! The OAuth server is strict on purpose, like a real one (oauth-client-requirements.md, last
-//! section): exact redirect URIs, mandatory PKCE S256 and `state`, single-use 60-second codes
+//! The OAuth server is strict on purpose, like a real one (docs/oauth.md#strict-servers):
+//! exact redirect URIs, mandatory PKCE S256 and `state`, single-use 60-second codes
 //! (a replay revokes the grant), refresh-token rotation with reuse detection, RFC 7009
 //! revocation, expiring access tokens. Data are pure functions of (user, time) (see [`data`]),
 //! so tests can compute exactly what a complete transfer contains.
@@ -57,6 +57,7 @@
 pub mod config;
 pub mod data;
 pub mod faults;
+pub mod hostile;
 mod http;
 mod oauth;
 pub mod stats;

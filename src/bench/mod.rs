@@ -10,6 +10,10 @@
 //! **Development only**: it creates and drops its own databases and runs the sandbox in-process.
 
 mod floor;
+/// The hostile partner as a configured partner (also used by the integration tests).
+pub mod hostile;
+/// `tributary bench-memory`.
+pub mod memory;
 /// Bulk seeding of active connections with sandbox grants (also used by the multi-process
 /// integration test, `tests/processes.rs`).
 pub mod seed;
@@ -649,11 +653,16 @@ api_base_url = "{api}"
 
 /// Peak resident set size of a process, from `/proc/<pid>/status` (`VmHWM`), in MiB.
 fn vm_hwm_mib(pid: u32) -> f64 {
+    proc_status_mib(&pid.to_string(), "VmHWM:")
+}
+
+/// A memory field of `/proc/<pid>/status` (`pid` may be `self`), in MiB; NaN when unreadable.
+fn proc_status_mib(pid: &str, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| f64::from_str(kb).ok())
         })

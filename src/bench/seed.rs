@@ -92,7 +92,9 @@ pub async fn seed(
                 refresh_due_at: Set(Some(expires)),
                 refresh_outcome_unknown_at: Set(None),
                 records_conflicting: Set(0),
-                reread_at: Set(None),
+                // Steady state: the daily late-change re-read happened recently (a 7-day
+                // re-read on every first cycle would measure something else).
+                reread_at: Set(Some(now)),
             });
             ids.push(id);
         }

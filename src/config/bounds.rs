@@ -76,6 +76,12 @@ fn bounds(config: &Config) -> Vec<Bound> {
             MAX_TIMEOUT_SECS,
         ),
         bound("workers.concurrency", workers.concurrency, 1, 10_000),
+        bound(
+            "workers.response_memory_bytes",
+            workers.response_memory_bytes,
+            1 << 20,
+            1 << 40,
+        ),
         bound("workers.batch_size", workers.batch_size, 1, 10_000),
         bound(
             "workers.poll_interval_ms",
@@ -126,6 +132,12 @@ fn bounds(config: &Config) -> Vec<Bound> {
                 100_000,
             ),
             bound(
+                key("max_response_bytes"),
+                partner.max_response_bytes,
+                1024,
+                1 << 30,
+            ),
+            bound(
                 key("max_pages_per_fetch"),
                 partner.max_pages_per_fetch,
                 1,
@@ -165,6 +177,12 @@ fn bounds(config: &Config) -> Vec<Bound> {
                 key("transfer.max_future_secs"),
                 transfer.max_future_secs,
                 0,
+                MAX_SECS,
+            ),
+            bound(
+                key("transfer.max_retry_after_secs"),
+                transfer.max_retry_after_secs,
+                1,
                 MAX_SECS,
             ),
             bound(

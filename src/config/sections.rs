@@ -165,6 +165,11 @@ pub struct WorkersConfig {
     /// A connection left in `refreshing` this long (its worker died mid-refresh) is returned to
     /// `active`, in seconds. Default 300.
     pub stale_refresh_secs: u64,
+    /// Bytes of partner responses this process reads and maps at once, over all transfers
+    /// (docs/partner-data.md#memory): a response reserves its length (its partner's
+    /// `max_response_bytes` when unannounced) and waits while the budget is spent. Default
+    /// 268435456 (256 MiB).
+    pub response_memory_bytes: usize,
 }
 
 impl Default for WorkersConfig {
@@ -181,6 +186,7 @@ impl Default for WorkersConfig {
             fetch_lease_secs: transfer.fetch_lease.as_secs(),
             max_run_secs: transfer.max_run.as_secs(),
             stale_refresh_secs: Settings::default().stale_refresh_after.as_secs(),
+            response_memory_bytes: workflows::adapters::DEFAULT_RESPONSE_MEMORY_BYTES,
         }
     }
 }

@@ -54,6 +54,7 @@ pub(super) fn sandbox_partners(
             refresh_timeout_secs: None,
             max_token_bytes: workflows::partner::config::DEFAULT_MAX_TOKEN_BYTES,
             max_window_days: settings.max_window_days,
+            max_response_bytes: workflows::partner::config::DEFAULT_MAX_RESPONSE_BYTES,
             max_records_per_page: 500,
             requests_per_second: 50.0,
             max_pages_per_fetch: 100,

@@ -6,6 +6,7 @@ mod callbacks;
 mod connect;
 mod harness;
 mod helpers;
+mod hostile;
 mod http;
 mod lifecycle;
 mod steps;

@@ -71,6 +71,11 @@ async fn partner_faults_end_in_the_right_states(db: &TestDb) {
         matches!(&reports[..], [FetchReport::Failed { .. }]),
         "{reports:?}"
     );
+    // The clock moved past the token's refresh time: the background refresh may be running.
+    crate::helpers::eventually("the background refresh ends", || async {
+        store.get(id).await.unwrap().state != State::Refreshing
+    })
+    .await;
     let c = store.get(id).await.unwrap();
     assert_eq!((c.state, c.failure_count), (State::Active, 2));
     let error = c.last_error.unwrap();

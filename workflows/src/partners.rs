@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use engine::ids::PartnerName;
 
 use crate::{
-    adapters::DataClient,
+    adapters::{DataClient, ResponseBudget},
     partner::{PartnerClient, PartnerConfig, PartnerConfigError},
 };
 
@@ -41,6 +41,20 @@ impl Partners {
             oauth: Arc::new(map),
             data: Arc::new(data),
         })
+    }
+
+    /// The same partners, their data clients drawing on one process-wide response budget
+    /// (`workers.response_memory_bytes`).
+    pub fn with_response_budget(self, budget: ResponseBudget) -> Self {
+        let data = self
+            .data
+            .iter()
+            .map(|(name, client)| (name.clone(), client.clone().with_budget(budget.clone())))
+            .collect();
+        Self {
+            oauth: self.oauth,
+            data: Arc::new(data),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&PartnerClient> {

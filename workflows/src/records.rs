@@ -30,5 +30,18 @@ pub struct RawRecord {
     pub value: serde_json::Value,
 }
 
+/// A record that arrived but cannot be read as JSON (a number out of range, invalid UTF-8, a
+/// lone surrogate, too large): skipped and counted, never a reason to drop its neighbours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Names the same bytes on every re-read (a digest), so a re-read does not count it again.
+    pub key: String,
+    /// What is wrong, in the parser's words; never the record's text.
+    pub reason: String,
+}
+
+/// Where a data client hands each record of a window as it arrives.
+pub type RecordSink<'a> = dyn FnMut(RecordKind, Result<serde_json::Value, Unreadable>) + Send + 'a;
+
 /// One record in the Tidepool data model, ready to store (defined in the engine, which stores it).
 pub use engine::model::MappedRecord;

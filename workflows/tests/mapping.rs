@@ -81,7 +81,7 @@ fn golden_egv() {
             "trendRate": 2.3, "trendRateUnits": "mg/dL/minute", "sampleInterval": 300_000,
         }),
     );
-    assert_eq!(r.datum, expected);
+    assert_eq!(r.datum_value(), expected);
     assert_eq!(r.partner_record_id, "egv-1");
     assert_eq!(r.datum_type, "cbg");
     assert_eq!(r.time, Utc.with_ymd_and_hms(2026, 1, 1, 12, 5, 0).unwrap());
@@ -100,7 +100,7 @@ fn golden_calibration_and_alert() {
         json!({"type": "deviceEvent",
         "subType": "calibration", "value": 104, "units": "mg/dL"}),
     );
-    assert_eq!(map1(RecordKind::Calibration, cal).datum, expected);
+    assert_eq!(map1(RecordKind::Calibration, cal).datum_value(), expected);
 
     let alert = json!({"recordId": "al-1", "systemTime": "2026-01-01T12:05:00",
         "displayTime": "2026-01-01T07:05:00-05:00", "alertName": "urgentLowSoon",
@@ -112,12 +112,15 @@ fn golden_calibration_and_alert() {
         json!({"type": "alert",
         "name": "urgentLowSoon", "issuedTime": "2026-01-01T12:05:00Z"}),
     );
-    assert_eq!(map1(RecordKind::Alert, alert.clone()).datum, expected);
+    assert_eq!(
+        map1(RecordKind::Alert, alert.clone()).datum_value(),
+        expected
+    );
     let r = map1(
         RecordKind::Alert,
         with(&alert, json!({"alertName": "newAlert2027"})),
     );
-    assert_eq!(r.datum["name"], "newAlert2027");
+    assert_eq!(r.datum_value()["name"], "newAlert2027");
 }
 
 fn event(event_type: &str, sub: Value, value: Value, unit: &str) -> Value {
@@ -164,7 +167,7 @@ fn golden_events() {
     ];
     for (raw, fields) in cases {
         let r = map1(RecordKind::Event, raw.clone());
-        assert_eq!(r.datum, dexcom_common("ev-1", &raw, fields));
+        assert_eq!(r.datum_value(), dexcom_common("ev-1", &raw, fields));
         assert!(!r.retired);
     }
 }
@@ -205,7 +208,7 @@ fn golden_device() {
         "scheduledAlerts": [{"name": "Night", "days": ["saturday"], "start": 81_000_000,
             "end": 21_600_000, "alerts": {"enabled": false,
                 "low": {"enabled": true, "snooze": snooze(30), "level": 70, "units": "mg/dL"}}}]});
-    assert_eq!(r.datum, expected);
+    assert_eq!(r.datum_value(), expected);
     assert_eq!(
         (r.partner_record_id, r.datum_type.as_str()),
         (id, "cgmSettings")
@@ -245,7 +248,7 @@ fn golden_basal_each_delivery_type() {
         let raw = pump(with(&fields, json!({"type": "basal"})));
         let r = map1(RecordKind::Basal, raw.clone());
         let expected = pump_datum(&raw, with(&fields, json!({"type": "basal"})));
-        assert_eq!(r.datum, expected);
+        assert_eq!(r.datum_value(), expected);
         let ids = (r.partner_record_id.as_str(), r.datum_type.as_str());
         assert_eq!(ids, ("p-1", "basal"));
     }
@@ -264,7 +267,7 @@ fn golden_bolus_each_sub_type() {
         let raw = pump(fields.clone());
         let r = map1(RecordKind::Bolus, raw.clone());
         let expected = pump_datum(&raw, with(&fields, json!({"type": "bolus"})));
-        assert_eq!(r.datum, expected);
+        assert_eq!(r.datum_value(), expected);
     }
 }
 
@@ -398,7 +401,7 @@ fn the_sandbox_partner_maps_without_loss() {
     assert_eq!(all.skipped, []);
     assert_eq!(all.records.len(), total);
     for r in &all.records {
-        let d = &r.datum;
+        let d = &r.datum_value();
         for key in ["type", "time", "uploadId", "deviceId", "origin", "payload"] {
             let present = d.get(key).is_some_and(|x| !x.is_null() && x != "");
             assert!(present, "{key} in {d}");
@@ -413,7 +416,8 @@ fn the_sandbox_partner_maps_without_loss() {
             );
         }
     }
-    let count = |f: &dyn Fn(&Value) -> bool| all.records.iter().filter(|r| f(&r.datum)).count();
+    let count =
+        |f: &dyn Fn(&Value) -> bool| all.records.iter().filter(|r| f(&r.datum_value())).count();
     assert!(count(&|d| d["payload"]["transmitterGeneration"] == "g6 pro") > 0);
     assert!(count(&|d| d["payload"]["transmitterGeneration"] == "g715day") > 0);
     assert!(count(&|d| d.get("annotations").is_some()) > 0);

@@ -116,7 +116,7 @@ fn record(id: &str, datum_type: &str, minutes: i64, datum_id: bool) -> MappedRec
         datum_type: datum_type.to_owned(),
         time,
         retired: false,
-        datum,
+        datum: MappedRecord::datum_of(&datum),
     }
 }
 

@@ -82,6 +82,8 @@ pub struct GroupStats {
     /// Groups whose statement failed and whose transfers were retried one by one.
     pub start_fallbacks: usize,
     pub commit_fallbacks: usize,
+    /// Starts and commits queued right now, waiting for a slot.
+    pub queued: usize,
 }
 
 impl Groups {
@@ -106,6 +108,7 @@ impl Store {
             largest_commit: c.largest_commit.load(Ordering::Relaxed),
             start_fallbacks: c.start_fallbacks.load(Ordering::Relaxed),
             commit_fallbacks: c.commit_fallbacks.load(Ordering::Relaxed),
+            queued: self.groups.starts.queued() + self.groups.commits.queued(),
         }
     }
 }

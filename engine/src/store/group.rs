@@ -76,6 +76,11 @@ impl<T: Send + 'static> GroupCommit<T> {
         }
     }
 
+    /// Requests waiting for a slot.
+    pub(super) fn queued(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {
         // A panic while holding the lock cannot leave the vector half-changed (push, drain).
         self.queue

@@ -40,8 +40,8 @@ pub(super) struct Prepared {
     hash: String,
 }
 
-/// Deduplicates a chunk by partner record id (overlapping windows: the last one wins) and
-/// serialises and hashes each datum.
+/// Deduplicates a chunk by partner record id (the caller counts conflicting duplicates; the
+/// last one wins), makes each datum storable on both backends and hashes it.
 pub(super) fn prepare(records: Vec<MappedRecord>) -> Result<Vec<Prepared>> {
     let mut unique: BTreeMap<String, MappedRecord> = BTreeMap::new();
     for record in records {
@@ -50,10 +50,15 @@ pub(super) fn prepare(records: Vec<MappedRecord>) -> Result<Vec<Prepared>> {
     unique
         .into_values()
         .map(|record| {
-            let text = serde_json::to_string(&record.datum)
-                .map_err(|e| StoreError::Corrupt(format!("cannot serialise a datum: {e}")))?;
-            let datum = serde_json::value::RawValue::from_string(storable_json(&text).into_owned())
-                .map_err(|e| StoreError::Corrupt(format!("cannot serialise a datum: {e}")))?;
+            let rewritten = match storable_json(record.datum.get()) {
+                std::borrow::Cow::Borrowed(_) => None,
+                std::borrow::Cow::Owned(text) => Some(text),
+            };
+            let datum = match rewritten {
+                None => record.datum,
+                Some(text) => serde_json::value::RawValue::from_string(text)
+                    .map_err(|e| StoreError::Corrupt(format!("cannot serialise a datum: {e}")))?,
+            };
             let mut hasher = Sha256::new();
             hasher.update(datum.get().as_bytes());
             hasher.update([u8::from(record.retired)]);

@@ -95,7 +95,7 @@ pub fn records(i: usize, n: usize) -> Vec<MappedRecord> {
                 datum_type: "cbg".to_owned(),
                 time,
                 retired: false,
-                datum: serde_json::json!({"type": "cbg", "value": i * 100 + k, "note": "a \"quoted\" ✓"}),
+                datum: MappedRecord::datum_of(&serde_json::json!({"type": "cbg", "value": i * 100 + k, "note": "a \"quoted\" ✓"})),
             }
         })
         .collect()
@@ -192,7 +192,7 @@ pub async fn started(
     let (extra, main): (Vec<_>, Vec<_>) = claimed.iter().partition(|c| extra_ids.contains(&c.id));
     let first: Vec<_> = extra.iter().map(|c| start(c)).collect();
     let rest: Vec<_> = main.iter().map(|c| start(c)).collect();
-    let (extras, leases) = as_one_group(db, first, rest).await;
+    let (extras, leases) = as_one_group(db, &store, first, rest).await;
     let lease = |r: Result<Option<SyncLease>, engine::StoreError>| r.unwrap().expect("started");
     let mut leases: Vec<SyncLease> = leases.into_iter().map(lease).collect();
     leases.sort_by_key(|l| ids.iter().position(|id| *id == l.connection.id));
@@ -250,20 +250,26 @@ impl WriteBlock {
 }
 
 /// Runs `first` (enough to take every group-commit slot, where they wait on a [`WriteBlock`]),
-/// then `rest` once the slots are taken, and releases the block when `rest` has queued: `rest`
-/// then runs as one group. Returns the results of `first` and of `rest`.
+/// then `rest` once the slots are taken, and releases the block when every one of `rest` has
+/// queued its request: `rest` then runs as one group. Returns the results of `first` and of
+/// `rest`.
 pub async fn as_one_group<A: Send + 'static, B: Send + 'static>(
     db: &engine::testing::TestDb,
+    store: &engine::Store,
     first: Vec<futures::future::BoxFuture<'static, A>>,
     rest: Vec<futures::future::BoxFuture<'static, B>>,
 ) -> (Vec<A>, Vec<B>) {
     let block = WriteBlock::hold(db).await;
     let first: Vec<_> = first.into_iter().map(tokio::spawn).collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let expected = rest.len();
     let rest: Vec<_> = rest.into_iter().map(tokio::spawn).collect();
-    // Long enough for every task to queue its request on a loaded machine, well inside the
-    // SQLite busy timeout the blocked writers wait under.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Every one of `rest` queued behind the held slots (bounded: well inside the SQLite busy
+    // timeout the blocked writers wait under).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.group_stats().queued < expected && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     block.release().await;
     let mut firsts = Vec::new();
     for t in first {

@@ -1,7 +1,7 @@
 use chrono::{TimeDelta, Utc};
 use engine::{
     StoreError,
-    model::{Actor, Change},
+    model::{Actor, Change, MappedRecord},
     state::Event,
     store::{Chunk, SkippedRecord},
     testing::TestDb,
@@ -95,7 +95,7 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
         });
         commit
     });
-    let (_, results) = as_one_group(db, slot_takers(&store, &extras), commits.collect()).await;
+    let (_, results) = as_one_group(db, &store, slot_takers(&store, &extras), commits.collect()).await;
     let grouped = store.group_stats();
     assert!(
         grouped.largest_commit >= 24,
@@ -140,7 +140,9 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
         .unwrap()
         .expect("the run ended with its commit: the lease was released");
     let mut again = records(4, 6);
-    again[0].datum["value"] = serde_json::json!(499);
+    let mut datum = again[0].datum_value();
+    datum["value"] = serde_json::json!(499);
+    again[0].datum = MappedRecord::datum_of(&datum);
     let (stats, _) = store
         .commit_last_chunk(&mut lease, again.into(), Utc::now(), next, false)
         .await
@@ -180,7 +182,7 @@ async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
         });
         commit
     });
-    let (_, results) = as_one_group(db, slot_takers(&store, &extras), commits.collect()).await;
+    let (_, results) = as_one_group(db, &store, slot_takers(&store, &extras), commits.collect()).await;
     let stats = store.group_stats();
     assert!(
         stats.largest_commit >= 12,
@@ -239,6 +241,7 @@ async fn a_failing_start_fails_only_its_own_transfer(db: &TestDb) {
     let (first, rest): (Vec<_>, Vec<_>) = claimed.iter().partition(|c| extras.contains(&c.id));
     let (_, results) = as_one_group(
         db,
+        &store,
         first.into_iter().map(start).collect(),
         rest.into_iter().map(start).collect(),
     )
@@ -315,8 +318,10 @@ async fn nul_characters_from_a_partner_are_stored_on_both_backends(db: &TestDb) 
     let store = db.store().await;
     let mut lease = leased(&store, "u1").await;
     let mut window = records(1, 25);
-    window[3].datum["transmitterId"] = serde_json::json!("ab\u{0}cd");
-    window[3].datum["payload"] = serde_json::json!({"transmitterId": "ab\u{0}cd"});
+    let mut datum = window[3].datum_value();
+    datum["transmitterId"] = serde_json::json!("ab\u{0}cd");
+    datum["payload"] = serde_json::json!({"transmitterId": "ab\u{0}cd"});
+    window[3].datum = MappedRecord::datum_of(&datum);
     let chunk = Chunk {
         records: window,
         skipped: vec![SkippedRecord {

@@ -1,4 +1,4 @@
-//! Dexcom API v3 (dexcom-api-v3.md): `GET <base>/v3/users/self/{egvs,calibrations,events,
+//! Dexcom API v3 (docs/dexcom.md#endpoints): `GET <base>/v3/users/self/{egvs,calibrations,events,
 //! alerts,devices}?startDate&endDate` with dates like `2022-02-06T09:12:35` (UTC, no zone),
 //! and `dataRange?lastSyncTime=<RFC 3339>`.
 
@@ -6,8 +6,8 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeDelta, Timelike, Utc};
 use engine::secret::SecretString;
 use serde_json::Value;
 
-use super::{DataRange, FetchError, Inner, envelope};
-use crate::records::{RawRecord, RecordKind};
+use super::{DataRange, FetchError, Inner, WindowShare};
+use crate::records::{RecordKind, RecordSink};
 
 /// The list endpoints fetched for every window. `devices` ignores the window and returns the
 /// current device records: once per window is cheap, and mapping deduplicates them.
@@ -28,12 +28,13 @@ pub(super) async fn fetch(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     kinds: Option<&[RecordKind]>,
-) -> Result<Vec<RawRecord>, FetchError> {
+    share: &mut WindowShare,
+    sink: &mut RecordSink<'_>,
+) -> Result<(), FetchError> {
     let Some((start, end)) = whole_seconds(start, end) else {
-        return Ok(Vec::new());
+        return Ok(());
     };
     let (start, end) = (dexcom_time(start), dexcom_time(end));
-    let mut out = Vec::new();
     for (endpoint, kind) in LISTS {
         if kinds.is_some_and(|k| !k.contains(&kind)) {
             continue;
@@ -42,11 +43,12 @@ pub(super) async fn fetch(
         url.query_pairs_mut()
             .append_pair("startDate", &start)
             .append_pair("endDate", &end);
-        let body = inner.transport.get_json(token, endpoint, url).await?;
-        let (records, _) = envelope(body, endpoint)?;
-        out.extend(records.into_iter().map(|value| RawRecord { kind, value }));
+        inner
+            .transport
+            .get_records(token, endpoint, url, kind, &inner.budget, share, sink)
+            .await?;
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(super) async fn data_range(

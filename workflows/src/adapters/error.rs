@@ -1,14 +1,15 @@
 //! [`FetchError`]: what went wrong talking to a partner's data API, decided once, here
-//! (STYLE practice 5). Callers match on the variant and never look at statuses or bodies.
+//! (docs/transfers.md#data-api-errors). Callers match on the variant and never look at
+//! statuses or bodies.
 //!
 //! | What came back                                                        | Variant         |
 //! |----------------------------------------------------------------------|-----------------|
 //! | 401 (any body); a 400 whose JSON `error` is `invalid_token`          | `Unauthorized`  |
-//! | 429 (`Retry-After` seconds or HTTP-date, else 60 s)                  | `RateLimited`   |
+//! | 429, with what its `Retry-After` said (delay, absent, unusable)      | `RateLimited`   |
 //! | 5xx (outages, maintenance), 302/303/307, 1xx, 2xx other than 200     | `Transient`     |
 //! | timeout, connection refused or reset, body cut off                   | `Transient`     |
-//! | 200 with a non-JSON content type, unparsable JSON, no `records` array | `Transient`    |
-//! | a 400 without a well-formed JSON `error` (an outage's HTML: lesson 1); other 4xx | `Transient` |
+//! | 200 with a non-JSON content type, a broken envelope, no `records` array | `Transient`  |
+//! | a 400 without a well-formed JSON `error` (an outage's HTML page); other 4xx | `Transient` |
 //! | 4xx with `server_error`, `temporarily_unavailable`, `invalid_cursor` | `Transient`     |
 //! | 400 with any other well-formed `error` (`invalid_request`: our parameters) | `Configuration` |
 //! | 403; `insufficient_scope` in any 4xx                                 | `Configuration` |
@@ -29,8 +30,17 @@ use reqwest::{
     header::{self, HeaderMap},
 };
 
-/// `Retry-After` assumed for a 429 without a usable one.
-pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// What a 429's `Retry-After` said. The caller decides what to do with it (caps a long wait,
+/// counts a missing or unusable one: docs/transfers.md#rate-limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// Delta-seconds or an HTTP-date, as a delay (a date in the past is zero).
+    Given(Duration),
+    /// No `Retry-After` header.
+    Missing,
+    /// A header that is neither delta-seconds nor an HTTP-date.
+    Unusable,
+}
 
 /// Longest OAuth-style error code read from a 400 body; longer counts as no code.
 const MAX_ERROR_CODE_LEN: usize = 128;
@@ -43,10 +53,9 @@ pub enum FetchError {
     /// is.
     #[error("the partner rejected the access token")]
     Unauthorized,
-    /// 429 with `Retry-After` (seconds or HTTP-date; [`DEFAULT_RETRY_AFTER`] when absent). Not
-    /// capped here: the caller's backoff policy clamps it.
-    #[error("rate limited by the partner; retry after {}s", retry_after.as_secs())]
-    RateLimited { retry_after: Duration },
+    /// 429, with what its `Retry-After` said. Not capped here: the caller caps it.
+    #[error("rate limited by the partner (429)")]
+    RateLimited { retry_after: RetryAfter },
     /// 5xx, timeouts, connection errors, malformed or truncated bodies, unexpected content
     /// types, a 400 that is not about our request's shape: retry with backoff.
     #[error("partner data API temporarily unavailable: {reason}")]
@@ -129,7 +138,12 @@ pub(crate) fn classify_status(
     match code {
         401 => FetchError::Unauthorized,
         429 => FetchError::RateLimited {
-            retry_after: retry_after(headers, now).unwrap_or(DEFAULT_RETRY_AFTER),
+            retry_after: match headers.get(header::RETRY_AFTER) {
+                None => RetryAfter::Missing,
+                Some(_) => {
+                    retry_after(headers, now).map_or(RetryAfter::Unusable, RetryAfter::Given)
+                }
+            },
         },
         403 => FetchError::configuration(format!("{}: access forbidden", described()), Some(code)),
         404 | 405 | 410 | 414 => FetchError::configuration(
@@ -301,21 +315,18 @@ mod tests {
 
     #[test]
     fn rate_limits_carry_retry_after() {
+        let given = |secs| FetchError::RateLimited {
+            retry_after: RetryAfter::Given(Duration::from_secs(secs)),
+        };
         let e = classify(429, &[("retry-after", "7")], "");
+        assert_eq!(e, given(7));
         assert_eq!(
-            e,
-            FetchError::RateLimited {
-                retry_after: Duration::from_secs(7)
-            }
+            classify(429, &[("retry-after", "315360000")], ""),
+            given(315_360_000)
         );
         assert!(e.is_retryable());
         let e = classify(429, &[("retry-after", "Thu, 02 Jan 2025 03:05:05 GMT")], "");
-        assert_eq!(
-            e,
-            FetchError::RateLimited {
-                retry_after: Duration::from_secs(60)
-            }
-        );
+        assert_eq!(e, given(60));
         let e = classify(
             429,
             &[
@@ -324,18 +335,20 @@ mod tests {
             ],
             "",
         );
+        assert_eq!(e, given(30));
         assert_eq!(
-            e,
+            classify(429, &[], ""),
             FetchError::RateLimited {
-                retry_after: Duration::from_secs(30)
+                retry_after: RetryAfter::Missing
             }
         );
-        for missing in [&[][..], &[("retry-after", "soon")][..]] {
+        for garbage in ["soon", "-5", "1e9", "99999999999999999999999"] {
             assert_eq!(
-                classify(429, missing, ""),
+                classify(429, &[("retry-after", garbage)], ""),
                 FetchError::RateLimited {
-                    retry_after: DEFAULT_RETRY_AFTER
-                }
+                    retry_after: RetryAfter::Unusable
+                },
+                "{garbage}"
             );
         }
     }

@@ -1,25 +1,34 @@
-//! One rate-limited, authenticated `GET` returning JSON, with every failure classified into a
-//! [`FetchError`] (rules in `error.rs`).
+//! One rate-limited, authenticated `GET`, with every failure classified into a [`FetchError`]
+//! (rules in `error.rs`): a list response streamed record by record through the scanner
+//! (`scan.rs`), or a small JSON document read whole (`dataRange`).
 
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use engine::secret::SecretString;
 use reqwest::{StatusCode, header};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::{
+    budget::{ResponseBudget, WindowShare},
     error::{FetchError, classify_status, classify_transport, content_type, describe},
     rate::RateLimiter,
+    scan::{Element, ListScanner},
 };
+use crate::records::{RecordKind, RecordSink, Unreadable};
 
-/// Largest success body read: a 30-day window of 1-minute readings is ~25 MB.
-pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// Largest error body read (only to find an OAuth-style error code).
 const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
+/// Largest single record: a partner record is a few hundred bytes; one of a megabyte is not
+/// data but an attack on memory, skipped unread.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Largest non-list body (`dataRange`).
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
 /// The HTTP side of a `DataClient`.
+#[derive(Clone)]
 pub(crate) struct Transport {
     /// Partner name, for logs.
     pub(crate) partner: String,
@@ -29,17 +38,19 @@ pub(crate) struct Transport {
     pub(crate) timeout: Duration,
     /// Shared with every other client of this partner in the process.
     pub(crate) limiter: Arc<RateLimiter>,
+    /// The partner's `max_response_bytes`.
+    pub(crate) max_body: usize,
 }
 
 impl Transport {
-    /// `GET url` with the bearer token, after waiting for the partner's rate limiter. Returns
-    /// the parsed JSON of a 200 response. `endpoint` names the request in logs and errors.
-    pub(crate) async fn get_json(
+    /// `GET url` with the bearer token, after waiting for the partner's rate limiter: the
+    /// response when it is a 200 with a JSON content type, else its classified failure.
+    async fn get_ok(
         &self,
         token: &SecretString,
         endpoint: &'static str,
         url: Url,
-    ) -> Result<Value, FetchError> {
+    ) -> Result<reqwest::Response, FetchError> {
         self.limiter.acquire().await;
         let sent = self
             .http
@@ -58,31 +69,121 @@ impl Transport {
         };
         let status = response.status();
         tracing::debug!(partner = %self.partner, endpoint, status = status.as_u16(), "data API response");
-        let headers = response.headers().clone();
         if status != StatusCode::OK {
+            let headers = response.headers().clone();
             let body = read_capped(&mut response, MAX_ERROR_BODY_BYTES, self.timeout)
                 .await
                 .map_or_else(|_| Vec::new(), |(body, _)| body);
             return Err(classify_status(status, &headers, &body, Utc::now()));
         }
-        if let Some(kind) = content_type(&headers).filter(|ct| !is_json(ct)) {
+        if let Some(kind) = content_type(response.headers()).filter(|ct| !is_json(ct)) {
             return Err(FetchError::transient(
                 format!("{endpoint}: HTTP 200 with unexpected content type {kind}"),
                 Some(200),
             ));
         }
-        let (body, complete) = read_capped(&mut response, MAX_BODY_BYTES, self.timeout).await?;
-        if !complete {
-            return Err(FetchError::configuration(
-                format!(
-                    "{endpoint}: response larger than {} MiB; shorten max_window_days",
-                    MAX_BODY_BYTES / (1024 * 1024)
-                ),
-                Some(200),
-            ));
-        }
-        serde_json::from_slice(&body).map_err(|_| malformed(endpoint, status, &headers, body.len()))
+        Ok(response)
     }
+
+    /// A small JSON document (`dataRange`), read whole.
+    pub(crate) async fn get_json(
+        &self,
+        token: &SecretString,
+        endpoint: &'static str,
+        url: Url,
+    ) -> Result<Value, FetchError> {
+        let mut response = self.get_ok(token, endpoint, url).await?;
+        let headers = response.headers().clone();
+        let (body, complete) = read_capped(&mut response, MAX_DOCUMENT_BYTES, self.timeout).await?;
+        if !complete {
+            return Err(too_large(endpoint, MAX_DOCUMENT_BYTES));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|_| malformed(endpoint, StatusCode::OK, &headers, body.len()))
+    }
+
+    /// A list response, streamed: each record goes to `sink` as soon as it is complete (or, when
+    /// it cannot be read, why), so neither the body nor its parsed records are ever held whole.
+    /// Returns the envelope's other members (`nextCursor`). Its `Content-Length` (the partner's
+    /// cap when the length is not announced) is added to the window's `share` of the process's
+    /// response budget before the body is read (`budget.rs`).
+    pub(crate) async fn get_records(
+        &self,
+        token: &SecretString,
+        endpoint: &'static str,
+        url: Url,
+        kind: RecordKind,
+        budget: &ResponseBudget,
+        share: &mut WindowShare,
+        sink: &mut RecordSink<'_>,
+    ) -> Result<Map<String, Value>, FetchError> {
+        let mut response = self.get_ok(token, endpoint, url).await?;
+        let announced = response
+            .content_length()
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        if announced.is_some_and(|n| n > self.max_body) {
+            return Err(too_large(endpoint, self.max_body));
+        }
+        budget
+            .reserve(announced.unwrap_or(self.max_body), share)
+            .await;
+        let mut scanner = ListScanner::new(MAX_RECORD_BYTES);
+        let mut read = 0usize;
+        let mut on_element = |element: Element<'_>| sink(kind, parse_record(element));
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| classify_transport(e, self.timeout))?
+        {
+            read += chunk.len();
+            if read > self.max_body {
+                return Err(too_large(endpoint, self.max_body));
+            }
+            scanner.feed(&chunk, &mut on_element).map_err(|m| {
+                FetchError::transient(
+                    format!("{endpoint}: malformed body: expected {}", m.0),
+                    Some(200),
+                )
+            })?;
+        }
+        scanner.finish().map_err(|m| {
+            FetchError::transient(
+                format!("{endpoint}: malformed body: expected {}", m.0),
+                Some(200),
+            )
+        })
+    }
+}
+
+/// One element of `records` as JSON, or why it cannot be: the parser's own words (a fixed
+/// vocabulary: "number out of range", "lone leading surrogate in hex escape", "invalid unicode
+/// code point"…, never the text), and a key that names the same bytes on every re-read.
+fn parse_record(element: Element<'_>) -> Result<Value, Unreadable> {
+    let digest = |bytes: &[u8]| hex::encode(&Sha256::digest(bytes)[..12]);
+    match element {
+        Element::Bytes(bytes) => serde_json::from_slice(bytes).map_err(|e| {
+            let message = e.to_string();
+            let reason = message.split(" at line ").next().unwrap_or_default();
+            Unreadable {
+                key: format!("unreadable:{}", digest(bytes)),
+                reason: format!("record is not valid JSON: {reason}"),
+            }
+        }),
+        Element::TooLarge { prefix, len } => Err(Unreadable {
+            key: format!("too-large:{len}:{}", digest(prefix)),
+            reason: format!("record larger than {} KiB", MAX_RECORD_BYTES / 1024),
+        }),
+    }
+}
+
+fn too_large(endpoint: &str, cap: usize) -> FetchError {
+    FetchError::configuration(
+        format!(
+            "{endpoint}: response larger than the partner's max_response_bytes ({cap} bytes); \
+             shorten max_window_days or raise the cap"
+        ),
+        Some(200),
+    )
 }
 
 /// "egvs: malformed body: HTTP 200 (application/json, 123 bytes)".

@@ -1,46 +1,54 @@
 //! The partners' data API clients: one [`DataClient`] per partner fetches every record of a
-//! time window as untouched JSON ([`RawRecord`]s; mapping happens later, one record at a time,
-//! so one odd record never fails a batch: lesson 5) and classifies every failure into a
-//! [`FetchError`], once, here (STYLE practice 5).
+//! time window and hands each to the caller as it arrives, as untouched JSON (mapping happens
+//! there, one record at a time, so one odd record never fails a batch), and classifies every
+//! failure into a [`FetchError`], once, here.
 //!
-//! Only the envelope is parsed: a list response must be a JSON object with a `records` array
-//! (the pump's also an optional `nextCursor` string); anything else is a malformed body.
+//! Only the envelope is parsed strictly: a list response must be a JSON object with a
+//! `records` array (the pump's also an optional `nextCursor` string); anything else is a
+//! malformed body. Each record is then parsed on its own; one that cannot be is handed over
+//! as [`Unreadable`](crate::records::Unreadable) (docs/partner-data.md).
 //!
 //! Windows: the caller walks time in windows of at most [`DataClient::max_window`]. Dexcom
 //! windows are inclusive at both ends, so adjacent windows share an instant and its records
-//! come twice (lesson 6: storage is idempotent by record id); the pump's are `[start, end)`.
-//! The caller re-reads an overlap behind its cursor for late and backfilled data (lesson 8);
-//! [`DataClient::data_range`] tells where new data landed.
+//! come twice (storage is idempotent by record id: docs/dexcom.md); the pump's are
+//! `[start, end)`. The caller re-reads an overlap behind its cursor for late and backfilled
+//! data (docs/transfers.md); [`DataClient::data_range`] tells where new data landed.
 //!
 //! # Layout
 //! - `mod.rs`: [`DataClient`], [`DataRange`], limits and window checks.
 //! - `error.rs`: [`FetchError`] and the response → variant table; `Retry-After`.
-//! - `http.rs`: one rate-limited authenticated `GET` → JSON, size-capped.
+//! - `http.rs`: one rate-limited authenticated `GET`: a list streamed record by record, or a
+//!   small document; size-capped.
+//! - `scan.rs`: the streaming envelope scanner that cuts a body into records.
+//! - `budget.rs`: [`ResponseBudget`], the process-wide bound on responses being read.
 //! - `rate.rs`: [`RateLimiter`], the per-partner token bucket shared process-wide.
 //! - `dexcom.rs`: Dexcom v3 list endpoints and `dataRange`.
 //! - `pump.rs`: cursor-paged basal and bolus.
 
+mod budget;
 mod dexcom;
 mod error;
 mod http;
 mod pump;
 mod rate;
+mod scan;
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use engine::secret::SecretString;
-use serde_json::Value;
 use url::Url;
 
 use self::http::Transport;
 pub use self::{
-    error::{DEFAULT_RETRY_AFTER, DataClientError, FetchError},
+    budget::{DEFAULT_RESPONSE_MEMORY_BYTES, ResponseBudget, WindowShare},
+    error::{DataClientError, FetchError, RetryAfter},
+    http::MAX_RECORD_BYTES,
     rate::RateLimiter,
 };
 use crate::{
     partner::{PartnerConfig, PartnerKind},
-    records::RawRecord,
+    records::{RecordKind, RecordSink},
 };
 
 /// Longest `max_window_days` accepted (chrono and partners alike stop making sense beyond).
@@ -62,6 +70,7 @@ pub struct DataClient {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     kind: PartnerKind,
     /// `api_base_url`; endpoint paths are appended as segments.
@@ -72,6 +81,8 @@ struct Inner {
     page_size: u32,
     /// Pages followed per record kind and window before giving up with an error.
     max_pages: u32,
+    /// Shared by every client of the process (set by [`DataClient::with_budget`]).
+    budget: ResponseBudget,
 }
 
 impl fmt::Debug for DataClient {
@@ -110,6 +121,9 @@ impl DataClient {
         if config.request_timeout_secs == 0 {
             return Err(invalid("request_timeout_secs", "must be at least 1"));
         }
+        if config.max_response_bytes < 1024 {
+            return Err(invalid("max_response_bytes", "must be at least 1024"));
+        }
         let base = config.api_base_url.clone();
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(DataClientError::InvalidBaseUrl {
@@ -136,12 +150,22 @@ impl DataClient {
                     http,
                     timeout,
                     limiter: rate::shared(name, rate),
+                    max_body: config.max_response_bytes,
                 },
                 max_window: TimeDelta::days(i64::from(config.max_window_days)),
                 page_size: config.max_records_per_page,
                 max_pages: config.max_pages_per_fetch,
+                budget: ResponseBudget::default(),
             }),
         })
+    }
+
+    /// The same client, drawing on `budget` for its responses (the process's one budget).
+    pub fn with_budget(self, budget: ResponseBudget) -> Self {
+        let inner = Arc::unwrap_or_clone(self.inner);
+        Self {
+            inner: Arc::new(Inner { budget, ..inner }),
+        }
     }
 
     /// The partner's name.
@@ -154,18 +178,22 @@ impl DataClient {
         self.inner.max_window
     }
 
-    /// All records of every kind the partner offers with time in the window (Dexcom
-    /// `[start, end]`: EGVs, calibrations, events, alerts, and the current device records;
-    /// pump `[start, end)`: basal and bolus, following `nextCursor` to the end). A window that
-    /// is empty, inverted or longer than [`DataClient::max_window`] is refused without a
-    /// request (`Configuration`), as is one needing more than `max_pages_per_fetch` pages.
+    /// Every record of the `kinds` asked (all the partner offers when `None`) with time in
+    /// the window (Dexcom `[start, end]`: EGVs, calibrations, events, alerts, and the current
+    /// device records; pump `[start, end)`: basal and bolus, following `nextCursor` to the
+    /// end), each handed to `sink` as it arrives. On an error the records already handed over
+    /// are not the whole window: the caller discards them. On success, the window's share of
+    /// the response budget: the caller drops it once the records are committed. A window that is empty, inverted or
+    /// longer than [`DataClient::max_window`] is refused without a request (`Configuration`),
+    /// as is one needing more than `max_pages_per_fetch` pages.
     pub async fn fetch_window(
         &self,
         access_token: &SecretString,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
-        kinds: Option<&[crate::records::RecordKind]>,
-    ) -> Result<Vec<RawRecord>, FetchError> {
+        kinds: Option<&[RecordKind]>,
+        sink: &mut RecordSink<'_>,
+    ) -> Result<WindowShare, FetchError> {
         if end <= start {
             return Err(FetchError::configuration(
                 format!("empty or inverted window {start} .. {end}"),
@@ -182,12 +210,17 @@ impl DataClient {
                 None,
             ));
         }
-        match self.inner.kind {
+        let mut share = WindowShare::default();
+        let inner = &self.inner;
+        match inner.kind {
             PartnerKind::Dexcom => {
-                dexcom::fetch(&self.inner, access_token, start, end, kinds).await
+                dexcom::fetch(inner, access_token, start, end, kinds, &mut share, sink).await
             }
-            PartnerKind::Pump => pump::fetch(&self.inner, access_token, start, end, kinds).await,
-        }
+            PartnerKind::Pump => {
+                pump::fetch(inner, access_token, start, end, kinds, &mut share, sink).await
+            }
+        }?;
+        Ok(share)
     }
 
     /// Dexcom's `dataRange` (`None` for partners without one, without a request). `last_sync`
@@ -218,23 +251,5 @@ impl Inner {
             .pop_if_empty()
             .extend(segments);
         url
-    }
-}
-
-/// The `records` array of a list response, and what else the object held.
-fn envelope(
-    body: Value,
-    endpoint: &str,
-) -> Result<(Vec<Value>, serde_json::Map<String, Value>), FetchError> {
-    let malformed = |what: &str| {
-        FetchError::transient(format!("{endpoint}: malformed body: {what}"), Some(200))
-    };
-    let Value::Object(mut object) = body else {
-        return Err(malformed("not a JSON object"));
-    };
-    match object.remove("records") {
-        Some(Value::Array(records)) => Ok((records, object)),
-        Some(_) => Err(malformed("records is not an array")),
-        None => Err(malformed("no records")),
     }
 }

@@ -5,8 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use engine::secret::SecretString;
 use serde_json::Value;
 
-use super::{FetchError, Inner, envelope};
-use crate::records::{RawRecord, RecordKind};
+use super::{FetchError, Inner, WindowShare};
+use crate::records::{RecordKind, RecordSink};
 
 const LISTS: [(&str, RecordKind); 2] = [("basal", RecordKind::Basal), ("bolus", RecordKind::Bolus)];
 
@@ -16,11 +16,12 @@ pub(super) async fn fetch(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     kinds: Option<&[RecordKind]>,
-) -> Result<Vec<RawRecord>, FetchError> {
+    share: &mut WindowShare,
+    sink: &mut RecordSink<'_>,
+) -> Result<(), FetchError> {
     let start = start.to_rfc3339_opts(SecondsFormat::AutoSi, true);
     let end = end.to_rfc3339_opts(SecondsFormat::AutoSi, true);
     let limit = inner.page_size.to_string();
-    let mut out = Vec::new();
     for (endpoint, kind) in LISTS {
         if kinds.is_some_and(|k| !k.contains(&kind)) {
             continue;
@@ -39,10 +40,11 @@ pub(super) async fn fetch(
                     query.append_pair("cursor", cursor);
                 }
             }
-            let body = inner.transport.get_json(token, endpoint, url).await?;
+            let rest = inner
+                .transport
+                .get_records(token, endpoint, url, kind, &inner.budget, share, sink)
+                .await?;
             pages += 1;
-            let (records, rest) = envelope(body, endpoint)?;
-            out.extend(records.into_iter().map(|value| RawRecord { kind, value }));
             let Some(next) = next_cursor(rest.get("nextCursor"), endpoint)? else {
                 break;
             };
@@ -58,7 +60,7 @@ pub(super) async fn fetch(
             cursor = Some(next);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `nextCursor`: a non-empty string continues; absent, `null` or `""` ends the run.

@@ -28,6 +28,10 @@ pub struct TransferConfig {
     pub window_slack_secs: u64,
     /// A record dated more than this after the current time is implausible. Default 3600.
     pub max_future_secs: u64,
+    /// Longest wait a partner's `Retry-After` may impose, in seconds: a longer one is cut to
+    /// this, counted as a failure and shown on the connection (docs/transfers.md#rate-limits).
+    /// Default 21600 (6 h).
+    pub max_retry_after_secs: u64,
     /// Record kinds the partner changes long after their time, re-read over a horizon of their
     /// own (docs/transfers.md#late-changes). Unset: the partner kind's default (Dexcom: events,
     /// 7 days, once a day; pump: none). `reread = { kinds = [] }` turns it off.
@@ -85,6 +89,7 @@ impl Default for TransferConfig {
             retry_cap_secs: 6 * 3600,
             window_slack_secs: 86_400,
             max_future_secs: 3600,
+            max_retry_after_secs: 6 * 3600,
             reread: None,
         }
     }

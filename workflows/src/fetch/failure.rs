@@ -14,7 +14,11 @@ use engine::{
 };
 
 use super::{FetchReport, TransferConfig, secs};
-use crate::{Workflows, adapters::FetchError, error::WorkflowError};
+use crate::{
+    Workflows,
+    adapters::{FetchError, RetryAfter},
+    error::WorkflowError,
+};
 
 impl Workflows {
     pub(super) async fn fetch_failed(
@@ -25,11 +29,11 @@ impl Workflows {
         transfer: &TransferConfig,
     ) -> Result<FetchReport, WorkflowError> {
         let (error, count, delay) = match &err {
-            FetchError::RateLimited { retry_after } => (
-                ErrorInfo::new("rate_limited", "the partner asked us to slow down (429)"),
-                false,
-                *retry_after,
-            ),
+            FetchError::RateLimited { retry_after } => {
+                return self
+                    .rate_limited(lease, *retry_after, policy, transfer)
+                    .await;
+            }
             FetchError::Configuration { .. } => {
                 self.alert(
                     lease,
@@ -51,6 +55,56 @@ impl Workflows {
                 ErrorInfo::new("partner_unavailable", err.to_string()),
                 true,
                 self.retry_delay(&lease.connection),
+            ),
+        };
+        self.end_failed(lease, error, count, delay, policy).await
+    }
+
+    /// A 429 (docs/transfers.md#rate-limits). A wait the partner names is honoured and not
+    /// counted, up to `max_retry_after_secs`: a longer one is cut to it, counted, shown on the
+    /// connection and told to operators (a partner asking for ten years would otherwise stop
+    /// the connection silently). A 429 without a usable `Retry-After` is counted and backs off
+    /// like any failure, so it cannot retry every minute for ever.
+    async fn rate_limited(
+        &self,
+        lease: &SyncLease,
+        retry_after: RetryAfter,
+        policy: &SyncPolicy,
+        transfer: &TransferConfig,
+    ) -> Result<FetchReport, WorkflowError> {
+        let cap = Duration::from_secs(transfer.max_retry_after_secs);
+        let (error, count, delay) = match retry_after {
+            RetryAfter::Given(wait) if wait <= cap => (
+                ErrorInfo::new(
+                    "rate_limited",
+                    format!(
+                        "the partner asked us to slow down (429); retrying in {}s",
+                        wait.as_secs()
+                    ),
+                ),
+                false,
+                wait,
+            ),
+            RetryAfter::Given(wait) => {
+                let message = format!(
+                    "the partner asked to wait {}s (429 Retry-After); waiting the partner's \
+                     max_retry_after_secs ({}s) instead",
+                    wait.as_secs(),
+                    cap.as_secs()
+                );
+                self.alert(lease, "retry_after_capped", message.clone())
+                    .await?;
+                (ErrorInfo::new("retry_after_capped", message), true, cap)
+            }
+            RetryAfter::Missing | RetryAfter::Unusable => (
+                ErrorInfo::new(
+                    "rate_limited_without_retry_after",
+                    "the partner asked us to slow down (429) without a usable Retry-After; \
+                     backing off",
+                ),
+                true,
+                self.retry_delay(&lease.connection)
+                    .max(Duration::from_secs(60)),
             ),
         };
         self.end_failed(lease, error, count, delay, policy).await

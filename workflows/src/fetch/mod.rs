@@ -7,9 +7,11 @@
 //! # Layout
 //! - `mod.rs`: the run: windows, commits, the inline refresh.
 //! - `config.rs`: [`TransferConfig`], the per-partner settings.
+//! - `batch.rs`: one window's records as they arrive: mapped, checked, deduplicated.
 //! - `plausible.rs`: which record times are plausible.
 //! - `failure.rs`: failures, backoff, operator alerts, the failure budget.
 
+mod batch;
 mod config;
 mod failure;
 mod plausible;
@@ -26,16 +28,13 @@ use engine::{
     model::{Actor, Connection, ErrorInfo},
     schedule::SyncPolicy,
     secret::SecretString,
-    store::{Chunk, ChunkStats, SkippedRecord, SyncEnd, SyncLease},
+    store::{ChunkStats, SyncEnd, SyncLease},
 };
 
 pub use self::config::{RereadConfig, TransferConfig};
-use self::plausible::Plausible;
+use self::{batch::WindowBatch, plausible::Plausible};
 use crate::{
-    RefreshOutcome, Workflows,
-    adapters::FetchError,
-    error::WorkflowError,
-    mapping::{MapOutcome, MappingContext, map_records},
+    RefreshOutcome, Workflows, adapters::FetchError, error::WorkflowError, mapping::MappingContext,
 };
 
 /// What one run of the fetch step did.
@@ -156,8 +155,16 @@ impl Workflows {
             };
             let advances = kinds.is_none();
             let last = advances && to >= now;
-            let raw = match data.fetch_window(&token, start, to, kinds).await {
-                Ok(raw) => raw,
+            let plausible = Plausible::new(start, to, self.store.clock().now(), &transfer);
+            let mut batch = WindowBatch::new(id, &ctx, plausible);
+            let fetched = data
+                .fetch_window(&token, start, to, kinds, &mut |kind, item| {
+                    batch.take(kind, item)
+                })
+                .await;
+            // Held until the window is committed: its records are in memory until then.
+            let _share = match fetched {
+                Ok(share) => share,
                 Err(FetchError::Unauthorized) if !refreshed => {
                     refreshed = true;
                     match self.refresh_for_fetch(&mut lease).await? {
@@ -170,11 +177,8 @@ impl Workflows {
                 }
                 Err(err) => return self.fetch_failed(&lease, err, &policy, &transfer).await,
             };
-            let mapped = map_records(&ctx, &raw);
-            drop(raw);
             failpoints.hit(failpoint::FETCH_WINDOW_RECEIVED)?;
-            let plausible = Plausible::new(start, to, self.store.clock().now(), &transfer);
-            let chunk = chunk_of(id, mapped, &plausible);
+            let chunk = batch.into_chunk();
             // The last re-read window, or a backfill's first window, records the re-read in
             // its own commit, so a run that yields later does not read the horizon again.
             let marks = std::mem::take(&mut backfill_marks) && advances
@@ -328,43 +332,4 @@ fn windows_between(
         at = next;
     }
     windows
-}
-
-/// A window's mapped records as a chunk to commit: implausible times skipped, each skipped
-/// record with a stable key so a re-read does not count it again, and one log line per
-/// window naming what was skipped and why (never a value).
-fn chunk_of(id: ConnectionId, mapped: MapOutcome, plausible: &Plausible) -> Chunk {
-    let mut skipped: Vec<SkippedRecord> = mapped
-        .skipped
-        .into_iter()
-        .map(|s| SkippedRecord {
-            key: s
-                .partner_record_id
-                .clone()
-                .unwrap_or_else(|| format!("unidentified:{:?}:{}", s.kind, s.reason)),
-            kind: format!("{:?}", s.kind).to_lowercase(),
-            partner_record_id: s.partner_record_id,
-            reason: s.reason,
-        })
-        .collect();
-    let mut records = Vec::with_capacity(mapped.records.len());
-    for record in mapped.records {
-        match plausible.check(&record) {
-            None => records.push(record),
-            Some(reason) => skipped.push(SkippedRecord {
-                key: record.partner_record_id.clone(),
-                kind: record.datum_type.clone(),
-                partner_record_id: Some(record.partner_record_id),
-                reason: reason.to_owned(),
-            }),
-        }
-    }
-    for s in &skipped {
-        tracing::warn!(connection = %id, kind = %s.kind, record = %s.key, reason = %s.reason, "partner record skipped");
-    }
-    Chunk {
-        records,
-        skipped,
-        conflicting: 0,
-    }
 }

@@ -77,7 +77,7 @@ mod tests {
             datum_type: datum_type.to_owned(),
             time,
             retired: false,
-            datum: serde_json::json!({}),
+            datum: MappedRecord::datum_of(&serde_json::json!({})),
         }
     }
 

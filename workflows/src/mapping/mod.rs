@@ -1,7 +1,7 @@
-//! Partner records → Tidepool data (tidepool-data-model.md is authoritative). Pure functions:
-//! no IO, no clock, never a panic. One bad record is skipped and reported, the rest of the
-//! batch maps (lessons-from-tidepool.md, lesson 5); unknown values of hint-like enums
-//! (transmitter generation, trend, display device) keep the record.
+//! Partner records → Tidepool data (docs/data-model.md). Pure functions: no IO, no clock,
+//! never a panic. One bad record is skipped and reported, the rest of the batch maps
+//! (docs/partner-data.md); unknown values of hint-like enums (transmitter generation, trend,
+//! display device) keep the record.
 //!
 //! # Layout
 //! - `mod.rs`: the API, the datum builder shared by every kind, JSON field readers.
@@ -17,8 +17,8 @@
 //! `type`, `time`, `uploadId`, `deviceId` (non-empty), `origin {id, name, type: "service"}`,
 //! `payload` (the partner record verbatim), and when the source allows `deviceTime`,
 //! `timezoneOffset`, `clockDriftOffset`/`conversionOffset` (omitted when 0), `timezone`, and
-//! the guide's device fields `deviceManufacturer`, `deviceModel`, `deviceName`,
-//! `deviceSerialNumber`. Numbers that are whole are written as JSON integers.
+//! the device fields `deviceManufacturer`, `deviceModel`, `deviceName`, `deviceSerialNumber`
+//! (docs/data-model.md#device-fields). Numbers that are whole are written as JSON integers.
 
 mod dexcom;
 mod dexcom_device;
@@ -203,7 +203,7 @@ impl Datum {
             datum_type,
             time: common.time,
             retired,
-            datum: Value::Object(self.fields),
+            datum: MappedRecord::datum_of(&Value::Object(self.fields)),
         })
     }
 }

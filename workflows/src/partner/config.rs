@@ -109,6 +109,12 @@ pub struct PartnerConfig {
     /// Longest time window one data request may span, in days (Dexcom: 30).
     #[serde(default = "default_max_window_days")]
     pub max_window_days: u32,
+    /// Largest data-API response body accepted, in bytes; a larger one is refused as a
+    /// configuration fault (shorten `max_window_days`). Bodies are read as a stream and never
+    /// held whole; this bounds what one window's records take (docs/partner-data.md#memory).
+    /// Default 67108864 (64 MiB: a 30-day window of 1-minute readings is ~25 MB).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
     /// Page size asked of partners that page (the pump's `limit`).
     #[serde(default = "default_max_records_per_page")]
     pub max_records_per_page: u32,
@@ -187,6 +193,13 @@ fn default_client_auth() -> ClientAuth {
 
 fn default_request_timeout_secs() -> u64 {
     30
+}
+
+/// Default `max_response_bytes`: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+fn default_max_response_bytes() -> usize {
+    DEFAULT_MAX_RESPONSE_BYTES
 }
 
 fn default_max_window_days() -> u32 {

@@ -113,6 +113,12 @@ impl<'a> Recorder<'a> {
             .map_err(|e| TransportError(classify_transport(e, self.timeout)))?
         {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
+                // A successful answer this large carries tokens nobody should store or send:
+                // the partner's fault, like a token over `max_token_bytes`
+                // (docs/oauth.md#token-responses). An error page this large is an outage.
+                if response.status().is_success() {
+                    return Err(TransportError(OAuthError::refused("token_too_large")));
+                }
                 return Err(TransportError(OAuthError::Transient {
                     reason: format!("response body larger than {MAX_BODY_BYTES} bytes"),
                     status: Some(response.status().as_u16()),

@@ -5,14 +5,14 @@ use std::time::Duration as StdDuration;
 use chrono::Duration;
 use engine::secret::SecretString;
 use sandbox::{Flavor, Window};
-use workflows::adapters::{DataClient, FetchError};
+use workflows::adapters::{DataClient, FetchError, RetryAfter};
 
-use crate::helpers::{TestSandbox, USER, t0};
+use crate::helpers::{FetchAll, TestSandbox, USER, t0};
 
 /// A one-hour window just before the frozen clock.
 async fn fetch(client: &DataClient, token: &SecretString) -> Result<usize, FetchError> {
     let records = client
-        .fetch_window(token, t0() - Duration::hours(1), t0(), None)
+        .fetch_all(token, t0() - Duration::hours(1), t0(), None)
         .await?;
     Ok(records.len())
 }
@@ -81,7 +81,7 @@ async fn rate_limit_carries_retry_after() {
     assert_eq!(
         err,
         FetchError::RateLimited {
-            retry_after: StdDuration::from_secs(7)
+            retry_after: RetryAfter::Given(StdDuration::from_secs(7))
         }
     );
     assert!(err.is_retryable());
@@ -198,7 +198,7 @@ async fn our_mistakes_are_configuration_errors() {
     let cgm_token = sb.connect(Flavor::Cgm).await;
     let wide = sb.client(Flavor::Cgm, |c| c.max_window_days = 31);
     let err = wide
-        .fetch_window(&cgm_token, t0() - Duration::days(31), t0(), None)
+        .fetch_all(&cgm_token, t0() - Duration::days(31), t0(), None)
         .await
         .unwrap_err();
     assert!(

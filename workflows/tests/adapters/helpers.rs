@@ -15,6 +15,45 @@ use workflows::{
     records::{RawRecord, RecordKind},
 };
 
+/// [`DataClient::fetch_window`] collected: every record of the window, in the order served.
+/// The sandbox serves only readable records; an unreadable one fails the test.
+pub trait FetchAll {
+    fn fetch_all<'a>(
+        &'a self,
+        token: &'a SecretString,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        kinds: Option<&'a [RecordKind]>,
+    ) -> impl Future<Output = Result<Vec<RawRecord>, workflows::adapters::FetchError>> + Send + 'a;
+}
+
+impl FetchAll for DataClient {
+    fn fetch_all<'a>(
+        &'a self,
+        token: &'a SecretString,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        kinds: Option<&'a [RecordKind]>,
+    ) -> impl Future<Output = Result<Vec<RawRecord>, workflows::adapters::FetchError>> + Send + 'a
+    {
+        async move {
+            let mut out = Vec::new();
+            let mut unreadable = Vec::new();
+            let _share = self
+                .fetch_window(token, start, end, kinds, &mut |kind, item| match item {
+                    Ok(value) => out.push(RawRecord { kind, value }),
+                    Err(e) => unreadable.push(e),
+                })
+                .await?;
+            assert!(
+                unreadable.is_empty(),
+                "the sandbox served unreadable records: {unreadable:?}"
+            );
+            Ok(out)
+        }
+    }
+}
+
 /// Where the tests pretend Tributary lives (callbacks are never followed).
 pub const APP: &str = "http://app.test";
 /// The partner user every test connects as.

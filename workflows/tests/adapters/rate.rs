@@ -8,7 +8,7 @@ use sandbox::Flavor;
 use tokio::time::{Duration as TokioDuration, Instant};
 use workflows::adapters::{DataClient, RateLimiter};
 
-use crate::helpers::{TestSandbox, t0, unique_name};
+use crate::helpers::{FetchAll, TestSandbox, t0, unique_name};
 
 #[tokio::test(start_paused = true)]
 async fn n_requests_take_at_least_n_minus_burst_over_rate() {
@@ -70,7 +70,7 @@ async fn clients_of_one_partner_share_one_limiter() {
     let start = StdInstant::now();
     let fetch = |c: &DataClient| {
         let (c, token) = (c.clone(), token.clone());
-        tokio::spawn(async move { c.fetch_window(&token, window.0, window.1, None).await })
+        tokio::spawn(async move { c.fetch_all(&token, window.0, window.1, None).await })
     };
     let tasks = [fetch(&a), fetch(&b), fetch(&a.clone()), fetch(&b)];
     for task in tasks {

@@ -9,7 +9,7 @@ use workflows::{
     records::RecordKind,
 };
 
-use crate::helpers::{TestSandbox, USER, assert_same, ctx, ids, of_kind, t0, values};
+use crate::helpers::{FetchAll, TestSandbox, USER, assert_same, ctx, ids, of_kind, t0, values};
 
 #[tokio::test]
 async fn dexcom_window_is_exactly_the_sandbox_records() {
@@ -17,7 +17,7 @@ async fn dexcom_window_is_exactly_the_sandbox_records() {
     let token = sb.connect(Flavor::Cgm).await;
     let client = sb.client(Flavor::Cgm, |_| {});
     let (start, end) = (t0() - Duration::days(3), t0());
-    let records = client.fetch_window(&token, start, end, None).await.unwrap();
+    let records = client.fetch_all(&token, start, end, None).await.unwrap();
     let now = sb.sandbox.now();
     let c = ctx();
 
@@ -92,13 +92,13 @@ async fn dexcom_accepts_the_full_window_and_sub_second_bounds() {
     let client = sb.client(Flavor::Cgm, |_| {});
     assert_eq!(client.max_window(), Duration::days(30));
     let (start, end) = (t0() - Duration::days(30), t0());
-    let records = client.fetch_window(&token, start, end, None).await.unwrap();
+    let records = client.fetch_all(&token, start, end, None).await.unwrap();
     assert_eq!(of_kind(&records, RecordKind::Egv).len(), 30 * 288 + 1);
 
     // Fractions are floored: the same records, and the span never exceeds the limit.
     let ms = Duration::milliseconds(700);
     let records = client
-        .fetch_window(&token, start + ms, end + ms, None)
+        .fetch_all(&token, start + ms, end + ms, None)
         .await
         .unwrap();
     let egvs = of_kind(&records, RecordKind::Egv);
@@ -117,7 +117,7 @@ async fn pump_paging_returns_each_record_once() {
     let token = sb.connect(Flavor::Pump).await;
     let client = sb.client(Flavor::Pump, |c| c.max_records_per_page = 37);
     let (start, end) = (t0() - Duration::days(30), t0());
-    let records = client.fetch_window(&token, start, end, None).await.unwrap();
+    let records = client.fetch_all(&token, start, end, None).await.unwrap();
     let c = ctx();
 
     let basal = of_kind(&records, RecordKind::Basal);
@@ -159,17 +159,14 @@ async fn pump_page_bound_is_an_error_not_a_truncation() {
         c.max_records_per_page = 10;
         c.max_pages_per_fetch = 5;
     });
-    let records = enough.fetch_window(&token, start, end, None).await.unwrap();
+    let records = enough.fetch_all(&token, start, end, None).await.unwrap();
     assert_eq!(of_kind(&records, RecordKind::Basal).len(), 48);
 
     let short = sb.client(Flavor::Pump, |c| {
         c.max_records_per_page = 10;
         c.max_pages_per_fetch = 4;
     });
-    let err = short
-        .fetch_window(&token, start, end, None)
-        .await
-        .unwrap_err();
+    let err = short.fetch_all(&token, start, end, None).await.unwrap_err();
     assert!(
         matches!(&err, FetchError::Configuration { reason, status: None } if reason.contains("max_pages_per_fetch")),
         "{err:?}"
@@ -194,7 +191,7 @@ async fn windows_beyond_the_limit_are_refused_locally() {
     ];
     for (client, start, end) in cases {
         let err = client
-            .fetch_window(&token, start, end, None)
+            .fetch_all(&token, start, end, None)
             .await
             .unwrap_err();
         assert_eq!(err.code(), "data_configuration", "{start} {end}");

@@ -24,7 +24,8 @@ fn every_dexcom_trend() {
     ];
     for (dexcom, tidepool) in cases {
         let r = map1(RecordKind::Egv, with(&egv(), json!({ "trend": dexcom })));
-        let trend = r.datum.get("trend").and_then(Value::as_str);
+        let datum = r.datum_value();
+        let trend = datum.get("trend").and_then(Value::as_str);
         assert_eq!(trend, tidepool, "{dexcom}");
     }
     // A null trend rate (notComputable readings) drops trendRate and its units only.
@@ -32,7 +33,10 @@ fn every_dexcom_trend() {
         RecordKind::Egv,
         with(&egv(), json!({"trend": null, "trendRate": null})),
     );
-    assert!(r.datum.get("trendRate").is_none() && r.datum.get("trendRateUnits").is_none());
+    assert!(
+        r.datum_value().get("trendRate").is_none()
+            && r.datum_value().get("trendRateUnits").is_none()
+    );
 }
 
 #[test]
@@ -66,11 +70,11 @@ fn out_of_range_readings_are_pinned_and_annotated() {
         let raw = with(&egv(), json!({"unit": unit, "value": value}));
         let r = map1(RecordKind::Egv, raw);
         assert_eq!(
-            (&r.datum["units"], &r.datum["value"]),
+            (&r.datum_value()["units"], &r.datum_value()["value"]),
             (&json!(unit), &stored)
         );
         assert_eq!(
-            r.datum.get("annotations"),
+            r.datum_value().get("annotations"),
             annotations.as_ref(),
             "{unit} {value}"
         );
@@ -89,8 +93,8 @@ fn out_of_range_readings_are_pinned_and_annotated() {
         RecordKind::Egv,
         with(&egv(), json!({"value": null, "status": "high"})),
     );
-    assert_eq!(r.datum["value"], 401);
-    assert_eq!(r.datum["annotations"][0]["value"], "high");
+    assert_eq!(r.datum_value()["value"], 401);
+    assert_eq!(r.datum_value()["annotations"][0]["value"], "high");
     let s = skip1(RecordKind::Egv, with(&egv(), json!({ "value": null })));
     assert_eq!(s.reason, "missing value");
 }
@@ -109,9 +113,9 @@ fn units_generations_and_backfill() {
             json!({"unit": "mmol/l", "value": 5.5, "rateUnit": "unknown"}),
         ),
     );
-    assert_eq!(r.datum["units"], "mmol/L");
-    // Without a known rate unit: the value's unit per minute (the guide's default).
-    assert_eq!(r.datum["trendRateUnits"], "mmol/L/minute");
+    assert_eq!(r.datum_value()["units"], "mmol/L");
+    // Without a known rate unit: the value's unit per minute (docs/data-model.md#cbg).
+    assert_eq!(r.datum_value()["trendRateUnits"], "mmol/L/minute");
     for (generation, device_id, model) in [
         ("g6 pro", format!("Dexcom_g6-pro_{TX}"), Some("g6 pro")),
         ("g715day", format!("Dexcom_g715day_{TX}"), Some("g715day")),
@@ -119,19 +123,22 @@ fn units_generations_and_backfill() {
     ] {
         let raw = with(&egv(), json!({ "transmitterGeneration": generation }));
         let r = map1(RecordKind::Egv, raw);
-        assert_eq!(r.datum["deviceId"], device_id);
-        assert_eq!(r.datum.get("deviceModel").and_then(Value::as_str), model);
+        assert_eq!(r.datum_value()["deviceId"], device_id);
+        assert_eq!(
+            r.datum_value().get("deviceModel").and_then(Value::as_str),
+            model
+        );
     }
     let raw = with(
         &egv(),
         json!({"transmitterId": "", "transmitterGeneration": "-"}),
     );
     assert_eq!(
-        map1(RecordKind::Egv, raw).datum["deviceId"],
+        map1(RecordKind::Egv, raw).datum_value()["deviceId"],
         "Dexcom_unknown_unknown"
     );
     let r = map1(RecordKind::Egv, with(&egv(), json!({ "backfilled": true })));
-    assert_eq!(r.datum["backfilled"], true);
+    assert_eq!(r.datum_value()["backfilled"], true);
 }
 
 #[test]
@@ -141,7 +148,7 @@ fn display_time_with_and_without_offset() {
             RecordKind::Egv,
             with(&egv(), json!({"displayTime": display})),
         )
-        .datum
+        .datum_value()
     };
     let fields = |d: &Value| {
         [
@@ -186,7 +193,7 @@ fn display_time_with_and_without_offset() {
         RecordKind::Egv,
         with(&egv(), json!({"systemTime": "2021-02-03T14:15Z"})),
     );
-    assert_eq!(r.datum["time"], "2021-02-03T14:15:00Z");
+    assert_eq!(r.datum_value()["time"], "2021-02-03T14:15:00Z");
     // No or garbled displayTime: the reading is kept without local-time fields.
     for display in [json!("-"), json!("noon"), json!(null)] {
         assert_eq!(
@@ -207,7 +214,7 @@ fn event_values_and_statuses() {
         RecordKind::Event,
         event("carbs", json!(null), json!(12.5), "grams"),
     );
-    assert_eq!(s.datum["nutrition"], n.datum["nutrition"]);
+    assert_eq!(s.datum_value()["nutrition"], n.datum_value()["nutrition"]);
     // Unparsable, missing, out of range, unknown: that record is skipped.
     let cases = [
         (
@@ -243,16 +250,19 @@ fn event_values_and_statuses() {
         RecordKind::Event,
         event("exercise", json!(null), json!(null), "minutes"),
     );
-    assert!(r.datum.get("duration").is_none() && r.datum.get("reportedIntensity").is_none());
+    assert!(
+        r.datum_value().get("duration").is_none()
+            && r.datum_value().get("reportedIntensity").is_none()
+    );
     let r = map1(
         RecordKind::Event,
         event("health", json!("jetLag"), json!(7), "unknown"),
     );
     assert_eq!(
-        r.datum["states"],
+        r.datum_value()["states"],
         json!([{"state": "other", "stateOther": "jetLag"}])
     );
-    assert_eq!(r.datum["notes"], json!(["7"]));
+    assert_eq!(r.datum_value()["notes"], json!(["7"]));
     // updated → same partner id, not retired; deleted → retired, even with a junk value.
     let created = event("carbs", json!(null), json!("40"), "grams");
     let updated = with(&created, json!({"eventStatus": "updated", "value": "47"}));
@@ -261,7 +271,10 @@ fn event_values_and_statuses() {
         (updated.partner_record_id.as_str(), updated.retired),
         ("ev-1", false)
     );
-    assert_eq!(updated.datum["nutrition"]["carbohydrate"]["net"], 47);
+    assert_eq!(
+        updated.datum_value()["nutrition"]["carbohydrate"]["net"],
+        47
+    );
     let deleted = map1(
         RecordKind::Event,
         with(&created, json!({"eventStatus": "deleted"})),
@@ -272,7 +285,7 @@ fn event_values_and_statuses() {
     );
     let junk = with(&created, json!({"eventStatus": "deleted", "value": "?"}));
     let junk = map1(RecordKind::Event, junk);
-    assert!(junk.retired && junk.datum.get("nutrition").is_none());
+    assert!(junk.retired && junk.datum_value().get("nutrition").is_none());
     let missing = map1(
         RecordKind::Event,
         with(&created, json!({"eventStatus": "-"})),
@@ -300,15 +313,15 @@ fn health_states_and_intensities() {
             RecordKind::Event,
             event("health", json!(sub), json!(""), "unknown"),
         );
-        assert_eq!(r.datum["states"], json!([{ "state": state }]));
-        assert!(r.datum.get("notes").is_none());
+        assert_eq!(r.datum_value()["states"], json!([{ "state": state }]));
+        assert!(r.datum_value().get("notes").is_none());
     }
     for (sub, intensity) in [("light", "low"), ("medium", "medium"), ("heavy", "high")] {
         let r = map1(
             RecordKind::Event,
             event("exercise", json!(sub), json!(10), "minutes"),
         );
-        assert_eq!(r.datum["reportedIntensity"], intensity);
+        assert_eq!(r.datum_value()["reportedIntensity"], intensity);
     }
 }
 
@@ -318,7 +331,10 @@ fn device_quirks() {
         "transmitterGeneration": "g7", "alertSchedules": "oops"});
     // Garbled schedules cost the mapped alerts only; no transmitter id → `unknown`.
     let r = map1(RecordKind::Device, device.clone());
-    assert!(r.datum.get("defaultAlerts").is_none() && r.datum.get("transmitterId").is_none());
+    assert!(
+        r.datum_value().get("defaultAlerts").is_none()
+            && r.datum_value().get("transmitterId").is_none()
+    );
     assert_eq!(r.partner_record_id, "device:unknown:2026-01-01T12:05:00Z");
     let s = skip1(
         RecordKind::Device,
@@ -335,10 +351,10 @@ fn device_quirks() {
         RecordKind::Device,
         with(&device, json!({ "alertSchedules": schedules })),
     );
-    assert_eq!(r.datum["units"], "mmol/L");
+    assert_eq!(r.datum_value()["units"], "mmol/L");
     let low = json!({"enabled": true, "level": 3.9, "units": "mmol/L"});
     assert_eq!(
-        r.datum["defaultAlerts"],
+        r.datum_value()["defaultAlerts"],
         json!({"enabled": true, "low": low})
     );
 }

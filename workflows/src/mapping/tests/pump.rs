@@ -58,12 +58,12 @@ fn basal_limits() {
         RecordKind::Basal,
         pump(json!({"deliveryType": "suspend", "rate": 1, "duration": 1})),
     );
-    assert!(r.datum.get("rate").is_none());
+    assert!(r.datum_value().get("rate").is_none());
     let r = map1(
         RecordKind::Basal,
         pump(json!({"deliveryType": "automated", "rate": 1, "percent": 1, "duration": 1})),
     );
-    assert!(r.datum.get("percent").is_none());
+    assert!(r.datum_value().get("percent").is_none());
 }
 
 #[test]
@@ -106,12 +106,12 @@ fn bolus_limits() {
     for (fields, reason) in cases {
         assert_eq!(skip1(RecordKind::Bolus, pump(fields)).reason, reason);
     }
-    // The guide's deliveryType names the sub type when subType is absent; an unknown
-    // deliveryContext is left out (it stays in payload).
+    // deliveryType names the sub type when subType is absent; an unknown deliveryContext is
+    // left out (it stays in payload; docs/data-model.md#bolus).
     let raw = pump(json!({"deliveryType": "automated", "normal": 1, "deliveryContext": "phone"}));
     let r = map1(RecordKind::Bolus, raw);
-    assert_eq!(r.datum["subType"], "automated");
-    assert!(r.datum.get("deliveryContext").is_none());
+    assert_eq!(r.datum_value()["subType"], "automated");
+    assert!(r.datum_value().get("deliveryContext").is_none());
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn pump_device_and_time_fallbacks() {
             RecordKind::Bolus,
             with(&pump(json!({"subType": "normal", "normal": 1})), fields),
         )
-        .datum
+        .datum_value()
     };
     // Only the offset: deviceTime derived. A time without seconds, with an offset: UTC.
     let d = bolus(json!({"deviceTime": "-", "time": "2026-01-01T07:00-05:00"}));
