@@ -9,33 +9,40 @@
 //!
 //! **Development only**: it creates and drops its own databases and runs the sandbox in-process.
 
+mod db;
 mod floor;
 /// The hostile partner as a configured partner (also used by the integration tests).
 pub mod hostile;
 /// `tributary bench-memory`.
 pub mod memory;
+mod refresh;
+mod report;
 /// Bulk seeding of active connections with sandbox grants (also used by the multi-process
 /// integration test, `tests/processes.rs`).
 pub mod seed;
+mod workers;
 
 use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    str::FromStr as _,
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use clap::{Args, ValueEnum};
 use engine::{Store, crypto::Keyring, jobs::QueueSettings, store::StoreOptions};
 use rand::RngCore as _;
-use sandbox::{Flavor, Sandbox, SandboxConfig};
+use sandbox::{Sandbox, SandboxConfig};
 use url::Url;
 
-use self::seed::Group;
+pub use self::workers::{WorkerToml, worker_config_toml};
+use self::{
+    db::{BenchDb, uuid_suffix},
+    report::report,
+    seed::Group,
+    workers::{proc_status_mib, stop_children, vm_hwm_mib, write_worker_config},
+};
 
 /// Flags of `bench`.
 #[derive(Debug, Clone, Args)]
@@ -88,6 +95,13 @@ pub struct BenchArgs {
     /// Keep the working directory (child logs, configs, SQLite files).
     #[arg(long)]
     pub keep: bool,
+    /// Measure token refreshes instead of transfers (PostgreSQL; see src/bench/refresh.rs):
+    /// the N connections' refreshes spread over one token lifetime, no transfer due.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Access-token lifetime for `--refresh`.
+    #[arg(long, default_value_t = 3600)]
+    pub token_lifetime_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,6 +140,7 @@ struct Outcome {
     floor_sql_1: Option<f64>,
     floor_sql_c: Option<f64>,
     floor_apalis: Option<f64>,
+    refresh: Option<refresh::RefreshOutcome>,
 }
 
 const PARTNER: &str = "sandbox-cgm";
@@ -196,62 +211,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("bench: kept {}", kept.display());
     }
     Ok(())
-}
-
-/// A fresh database for one configuration, dropped on [`BenchDb::drop_db`].
-struct BenchDb {
-    url: String,
-    admin: Option<(String, String)>,
-}
-
-impl BenchDb {
-    async fn create(backend: BackendArg, admin_url: &str, dir: &Path) -> anyhow::Result<Self> {
-        let tag = &uuid_suffix();
-        match backend {
-            BackendArg::Sqlite => Ok(Self {
-                url: format!("sqlite://{}", dir.join(format!("bench-{tag}.db")).display()),
-                admin: None,
-            }),
-            BackendArg::Postgres => {
-                use sqlx::{Connection as _, Executor as _};
-                let name = format!("tributary_bench_{tag}");
-                let mut conn = sqlx::PgConnection::connect(admin_url)
-                    .await
-                    .context("cannot connect to the PostgreSQL server")?;
-                conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .await?;
-                let mut url = Url::parse(admin_url)?;
-                url.set_path(&format!("/{name}"));
-                Ok(Self {
-                    url: url.to_string(),
-                    admin: Some((admin_url.to_owned(), name)),
-                })
-            }
-        }
-    }
-
-    async fn drop_db(&self) {
-        use sqlx::{Connection as _, Executor as _};
-        if let Some((admin, name)) = &self.admin
-            && let Ok(mut conn) = sqlx::PgConnection::connect(admin).await
-        {
-            let _ = conn
-                .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .await;
-        }
-    }
-}
-
-fn uuid_suffix() -> String {
-    let mut bytes = [0u8; 6];
-    rand::rng().fill_bytes(&mut bytes);
-    hex_lower(&bytes)
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -357,7 +316,10 @@ async fn run_in(
         seeding.elapsed().as_secs_f64()
     );
 
-    if floors {
+    if args.refresh {
+        refresh::spread(&store, sandbox, args.token_lifetime_secs).await?;
+    }
+    if floors && !args.refresh {
         let rows: Vec<(String, String)> = floor_rows
             .iter()
             .enumerate()
@@ -398,10 +360,16 @@ async fn run_in(
             .context("cannot start a worker process")?;
         children.push(child);
     }
-    let measured = measure(args, &store, n, &mut outcome).await;
-    let lag = match &measured {
-        Ok(()) => lag_phase(args, &store, &lag_ids, &mut outcome).await,
-        Err(_) => Ok(()),
+    let (measured, lag) = if args.refresh {
+        let measured = refresh::measure(args, &store, sandbox, n, &mut outcome).await;
+        (measured, Ok(()))
+    } else {
+        let measured = measure(args, &store, n, &mut outcome).await;
+        let lag = match &measured {
+            Ok(()) => lag_phase(args, &store, &lag_ids, &mut outcome).await,
+            Err(_) => Ok(()),
+        };
+        (measured, lag)
     };
     outcome.rss_mib = children.iter().map(|c| vm_hwm_mib(c.id())).collect();
     stop_children(children).await;
@@ -528,247 +496,4 @@ async fn lag_phase(
     outcome.lag_p99_ms = pct(0.99);
     outcome.lag_max_ms = lags.last().copied();
     Ok(())
-}
-
-/// The configuration every worker process loads: the bench database, the bench keyring, the
-/// sandbox CGM partner at the bench's sandbox with overlap 0 and no client-side rate limit.
-fn write_worker_config(
-    args: &BenchArgs,
-    dir: &Path,
-    url: &str,
-    key: &[u8; 32],
-    sandbox: &Sandbox,
-) -> anyhow::Result<PathBuf> {
-    let toml = worker_config_toml(
-        url,
-        key,
-        sandbox,
-        &WorkerToml {
-            partner: PARTNER,
-            database: &format!("max_connections = {}\nbusy_timeout_ms = 30000", args.pool),
-            workers: &format!(
-                "concurrency = {}\nbatch_size = {}\npoll_interval_ms = {}\ndispatch_batch = 500",
-                args.concurrency, args.batch_size, args.poll_ms
-            ),
-            log_filter: "warn,sqlx=error",
-            partner_settings: "requests_per_second = 1000000.0\ntransfer.overlap_secs = 0",
-        },
-    )?;
-    let path = dir.join(format!("worker-{}.toml", uuid_suffix()));
-    let mut file = std::fs::File::create(&path)?;
-    file.write_all(toml.as_bytes())?;
-    Ok(path)
-}
-
-/// What differs between the worker configurations [`worker_config_toml`] writes: extra keys
-/// (TOML lines) of `[database]`, `[workers]` and the partner's table, and the log filter.
-#[derive(Debug, Clone, Copy)]
-pub struct WorkerToml<'a> {
-    /// The partner's name (its table is `[partners.<partner>]`).
-    pub partner: &'a str,
-    pub database: &'a str,
-    pub workers: &'a str,
-    pub log_filter: &'a str,
-    pub partner_settings: &'a str,
-}
-
-/// A `tributary worker` configuration against database `url` and an in-process sandbox's CGM
-/// partner: no dev secrets, a fresh JWT secret, the keyring `k1 = key`, the sandbox not
-/// mounted (the bench and `tests/processes.rs` start workers with it).
-pub fn worker_config_toml(
-    url: &str,
-    key: &[u8; 32],
-    sandbox: &Sandbox,
-    extra: &WorkerToml<'_>,
-) -> anyhow::Result<String> {
-    let urls = sandbox.urls(Flavor::Cgm);
-    let client = sandbox
-        .config()
-        .clients
-        .iter()
-        .find(|c| c.flavor == Flavor::Cgm)
-        .context("the sandbox has a CGM client")?;
-    let auth = match client.auth_method {
-        sandbox::ClientAuthMethod::Basic => "client_secret_basic",
-        sandbox::ClientAuthMethod::Post => "client_secret_post",
-    };
-    let mut jwt = [0u8; 32];
-    rand::rng().fill_bytes(&mut jwt);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let WorkerToml {
-        partner,
-        database,
-        workers,
-        log_filter,
-        partner_settings,
-    } = extra;
-    Ok(format!(
-        r#"dev_secrets = false
-
-[database]
-url = "{url}"
-{database}
-
-[auth]
-jwt_secret = "{jwt}"
-
-[crypto]
-active_key_id = "k1"
-[crypto.keys]
-k1 = "{key}"
-
-[sandbox]
-enabled = false
-
-[workers]
-{workers}
-
-[log]
-filter = "{log_filter}"
-
-[partners.{partner}]
-display_name = "Sandbox CGM"
-kind = "dexcom"
-client_id = "{client_id}"
-client_secret = "{client_secret}"
-client_auth = "{auth}"
-authorize_url = "{authorize}"
-token_url = "{token}"
-revoke_url = "{revoke}"
-redirect_url = "http://127.0.0.1:1/v1/oauth/{partner}/callback"
-scopes = ["offline_access"]
-api_base_url = "{api}"
-{partner_settings}
-"#,
-        jwt = b64.encode(jwt),
-        key = b64.encode(key),
-        client_id = client.client_id,
-        client_secret = client.client_secret,
-        authorize = urls.authorize,
-        token = urls.token,
-        revoke = urls.revoke,
-        api = urls.api_base,
-    ))
-}
-
-/// Peak resident set size of a process, from `/proc/<pid>/status` (`VmHWM`), in MiB.
-fn vm_hwm_mib(pid: u32) -> f64 {
-    proc_status_mib(&pid.to_string(), "VmHWM:")
-}
-
-/// A memory field of `/proc/<pid>/status` (`pid` may be `self`), in MiB; NaN when unreadable.
-fn proc_status_mib(pid: &str, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| f64::from_str(kb).ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// SIGTERM (graceful), then SIGKILL after 5 s.
-async fn stop_children(children: Vec<Child>) {
-    for child in &children {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for mut child in children {
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-            }
-        }
-    }
-}
-
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "—".to_owned(), |v| format!("{v:.digits$}"))
-}
-
-/// The results as Markdown (pasted into BENCHMARKS.md).
-fn report(args: &BenchArgs, outcomes: &[Outcome]) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "settings: seconds={} warmup={} lag_seconds={} lag_load={} concurrency={} batch_size={} pool={} poll_ms={}\n\n",
-        args.seconds, args.warmup, args.lag_seconds, args.lag_load, args.concurrency,
-        args.batch_size, args.pool, args.poll_ms
-    ));
-    out.push_str("| backend | N | procs | cycles/s | measured s | records/cycle | errors | lag load /s | lag p50 ms | lag p99 ms | lag max ms | unfinished | peak RSS MiB per worker |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-    for o in outcomes {
-        out.push_str(&format!(
-            "| {} | {} | {} | {:.0}{} | {:.1} | {:.1} | {} | {:.0} | {} | {} | {} | {}/{} | {} |\n",
-            o.backend,
-            o.n,
-            o.processes,
-            o.cycles_per_sec,
-            if o.backlog_ran_out {
-                " (backlog ran out)"
-            } else {
-                ""
-            },
-            o.measured_secs,
-            o.records_per_cycle,
-            o.errors,
-            o.lag_rate,
-            opt(o.lag_p50_ms, 0),
-            opt(o.lag_p99_ms, 0),
-            opt(o.lag_max_ms, 0),
-            o.lag_unfinished,
-            o.lag_count,
-            o.rss_mib
-                .iter()
-                .map(|m| format!("{m:.0}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    out.push_str("\nfloors (same database, before the workers start):\n\n");
-    out.push_str("| backend | N | raw SQL 1 loop /s | raw SQL C loops /s | apalis no-op jobs/s |\n|---|---:|---:|---:|---:|\n");
-    for o in outcomes.iter().filter(|o| o.floor_sql_1.is_some()) {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
-            o.backend,
-            o.n,
-            opt(o.floor_sql_1, 0),
-            opt(o.floor_sql_c, 0),
-            opt(o.floor_apalis, 0)
-        ));
-    }
-    out.push_str(
-        "\nratios (cycles/s ÷ floor, same backend and N, floors from that N's first run):\n\n",
-    );
-    out.push_str(
-        "| backend | N | procs | ÷ raw SQL C loops | ÷ apalis no-op |\n|---|---:|---:|---:|---:|\n",
-    );
-    for o in outcomes {
-        if let Some(f) = outcomes
-            .iter()
-            .find(|f| f.backend == o.backend && f.n == o.n && f.floor_sql_1.is_some())
-        {
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
-                o.backend,
-                o.n,
-                o.processes,
-                opt(f.floor_sql_c.map(|x| o.cycles_per_sec / x), 2),
-                opt(f.floor_apalis.map(|x| o.cycles_per_sec / x), 2)
-            ));
-        }
-    }
-    out
 }

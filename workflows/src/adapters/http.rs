@@ -118,6 +118,7 @@ impl Transport {
         sink: &mut RecordSink<'_>,
     ) -> Result<Map<String, Value>, FetchError> {
         let mut response = self.get_ok(token, endpoint, url).await?;
+        let headers = response.headers().clone();
         let announced = response
             .content_length()
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
@@ -139,19 +140,13 @@ impl Transport {
             if read > self.max_body {
                 return Err(too_large(endpoint, self.max_body));
             }
-            scanner.feed(&chunk, &mut on_element).map_err(|m| {
-                FetchError::transient(
-                    format!("{endpoint}: malformed body: expected {}", m.0),
-                    Some(200),
-                )
-            })?;
+            scanner
+                .feed(&chunk, &mut on_element)
+                .map_err(|m| broken(endpoint, m.0, &headers, read))?;
         }
-        scanner.finish().map_err(|m| {
-            FetchError::transient(
-                format!("{endpoint}: malformed body: expected {}", m.0),
-                Some(200),
-            )
-        })
+        scanner
+            .finish()
+            .map_err(|m| broken(endpoint, m.0, &headers, read))
     }
 }
 
@@ -181,6 +176,17 @@ fn too_large(endpoint: &str, cap: usize) -> FetchError {
         format!(
             "{endpoint}: response larger than the partner's max_response_bytes ({cap} bytes); \
              shorten max_window_days or raise the cap"
+        ),
+        Some(200),
+    )
+}
+
+/// "egvs: malformed body: not a JSON object; HTTP 200 (application/json, 123 bytes)".
+fn broken(endpoint: &str, what: &str, headers: &header::HeaderMap, len: usize) -> FetchError {
+    FetchError::transient(
+        format!(
+            "{endpoint}: malformed body: {what}; {}",
+            describe(StatusCode::OK, headers, len)
         ),
         Some(200),
     )

@@ -27,7 +27,7 @@ pub(crate) enum Element<'a> {
     },
 }
 
-/// Where the envelope broke; no body text, only what was expected.
+/// What is wrong with the envelope, in our words; never body text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Malformed(pub(crate) &'static str);
 
@@ -183,7 +183,7 @@ impl ListScanner {
                 self.key.clear();
                 self.state = Key { escaped: false };
             }
-            FirstKey | NextKey => return Err(Malformed("an object member name")),
+            FirstKey | NextKey => return Err(Malformed("a member name missing")),
             Key { escaped } => {
                 if !escaped && b == b'"' {
                     self.state = Colon;
@@ -197,14 +197,14 @@ impl ListScanner {
                 }
             }
             Colon if b == b':' => self.state = Value,
-            Colon => return Err(Malformed("':' after a member name")),
+            Colon => return Err(Malformed("':' missing after a member name")),
             Value if is_space(b) => {}
             Value if self.key == b"records" => {
                 if self.seen_records {
-                    return Err(Malformed("one records member"));
+                    return Err(Malformed("two records members"));
                 }
                 if b != b'[' {
-                    return Err(Malformed("records to be an array"));
+                    return Err(Malformed("records is not an array"));
                 }
                 self.seen_records = true;
                 self.state = FirstElement;
@@ -218,7 +218,7 @@ impl ListScanner {
             FirstElement if b == b']' => self.state = AfterValue,
             FirstElement | NextElement => {
                 if b == b']' || b == b',' {
-                    return Err(Malformed("a record"));
+                    return Err(Malformed("a record missing between commas"));
                 }
                 self.cut.start(b);
                 self.state = Element;
@@ -227,11 +227,11 @@ impl ListScanner {
             Element => self.element_byte(b, element)?,
             AfterElement if b == b',' => self.state = NextElement,
             AfterElement if b == b']' => self.state = AfterValue,
-            AfterElement => return Err(Malformed("',' or ']' between records")),
+            AfterElement => return Err(Malformed("',' missing between records")),
             AfterValue if b == b',' => self.state = NextKey,
             AfterValue if b == b'}' => self.state = Done,
-            AfterValue => return Err(Malformed("',' or '}' between members")),
-            Done => return Err(Malformed("nothing after the object")),
+            AfterValue => return Err(Malformed("',' missing between members")),
+            Done => return Err(Malformed("data after the object")),
         }
         Ok(())
     }
@@ -288,7 +288,7 @@ impl ListScanner {
     /// says whether more pages follow, and guessing would lose them.
     fn keep_member(&mut self) -> Result<(), Malformed> {
         if !self.cut.fits(MAX_MEMBER_BYTES) {
-            return Err(Malformed("members other than records under 64 KiB"));
+            return Err(Malformed("a member other than records over 64 KiB"));
         }
         let key: Result<String, _> =
             serde_json::from_slice(&[b"\"", &self.key[..], b"\""].concat());
@@ -298,7 +298,7 @@ impl ListScanner {
                 self.members.insert(key, value);
                 Ok(())
             }
-            _ => Err(Malformed("readable members other than records")),
+            _ => Err(Malformed("an unreadable member other than records")),
         }
     }
 
@@ -306,9 +306,9 @@ impl ListScanner {
     pub(crate) fn finish(self) -> Result<Map<String, Value>, Malformed> {
         match self.state {
             State::Done if self.seen_records => Ok(self.members),
-            State::Done => Err(Malformed("a records member")),
-            State::Start => Err(Malformed("a body")),
-            _ => Err(Malformed("the end of the object (the body was cut off)")),
+            State::Done => Err(Malformed("no records member")),
+            State::Start => Err(Malformed("an empty body")),
+            _ => Err(Malformed("the body ends inside the object (cut off)")),
         }
     }
 }
@@ -373,24 +373,24 @@ mod tests {
     fn oversized_records_are_reported_not_kept() {
         let body = br#"{"records":[{"v":"0123456789"},{"v":1}]}"#;
         let (elements, _) = scan(body, 4, 10).unwrap();
-        assert_eq!(elements, ["<too large: 16>", r#"{"v":1}"#]);
+        assert_eq!(elements, ["<too large: 18>", r#"{"v":1}"#]);
     }
 
     #[test]
     fn broken_envelopes_are_malformed() {
         for (body, want) in [
-            (&b""[..], "a body"),
+            (&b""[..], "an empty body"),
             (b"[]", "not a JSON object"),
-            (b"{}", "a records member"),
-            (br#"{"records": {}}"#, "records to be an array"),
+            (b"{}", "no records member"),
+            (br#"{"records": {}}"#, "records is not an array"),
             (
                 br#"{"records": [1, 2"#,
-                "the end of the object (the body was cut off)",
+                "the body ends inside the object (cut off)",
             ),
-            (br#"{"records": [1,]}"#, "a record"),
-            (br#"{"records": [] "x": 1}"#, "',' or '}' between members"),
-            (br#"{"records": []} x"#, "nothing after the object"),
-            (br#"{"records": [], "records": []}"#, "one records member"),
+            (br#"{"records": [1,]}"#, "a record missing between commas"),
+            (br#"{"records": [] "x": 1}"#, "',' missing between members"),
+            (br#"{"records": []} x"#, "data after the object"),
+            (br#"{"records": [], "records": []}"#, "two records members"),
         ] {
             assert_eq!(scan(body, 3, 64).unwrap_err(), Malformed(want), "{body:?}");
         }
