@@ -18,7 +18,7 @@ pub mod memory;
 mod refresh;
 mod report;
 /// Bulk seeding of active connections with sandbox grants (also used by the multi-process
-/// integration test, `tests/processes.rs`).
+/// integration test, `tests/processes/`).
 pub mod seed;
 mod workers;
 

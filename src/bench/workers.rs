@@ -60,7 +60,7 @@ pub struct WorkerToml<'a> {
 
 /// A `tributary worker` configuration against database `url` and an in-process sandbox's CGM
 /// partner: no dev secrets, a fresh JWT secret, the keyring `k1 = key`, the sandbox not
-/// mounted (the bench and `tests/processes.rs` start workers with it).
+/// mounted (the bench and `tests/processes/` start workers with it).
 pub fn worker_config_toml(
     url: &str,
     key: &[u8; 32],

@@ -6,7 +6,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use engine::{
     ids::{ConnectionId, UserId},
-    model::Connection,
+    model::{Connection, StoredRecord},
     state::State,
     store::RecordQuery,
     testing::TestDb,
@@ -66,6 +66,19 @@ impl Setup {
 
     async fn get(&self, id: ConnectionId) -> Connection {
         self.h.app.workflows.store().get(id).await.unwrap()
+    }
+
+    /// The user's stored `cbg` records.
+    async fn cbg_records(&self) -> Vec<StoredRecord> {
+        let query = RecordQuery {
+            user: UserId::parse(USER).unwrap(),
+            datum_type: Some("cbg".to_owned()),
+            start: None,
+            end: None,
+            after: None,
+            limit: 100,
+        };
+        self.h.app.workflows.store().records(&query).await.unwrap()
     }
 
     async fn alert_codes(&self) -> Vec<(String, u64)> {
@@ -176,15 +189,7 @@ async fn one_bad_record_costs_only_itself(db: &TestDb) {
             "record is not valid JSON: unexpected end of hex escape",
         ]
     );
-    let query = RecordQuery {
-        user: UserId::parse(USER).unwrap(),
-        datum_type: Some("cbg".to_owned()),
-        start: None,
-        end: None,
-        after: None,
-        limit: 100,
-    };
-    let records = s.h.app.workflows.store().records(&query).await.unwrap();
+    let records = s.cbg_records().await;
     let odd = records
         .iter()
         .find(|r| r.partner_record_id == "egv-4")
@@ -248,15 +253,7 @@ async fn one_id_twice_with_different_content_is_counted(db: &TestDb) {
         c.records_conflicting, 1,
         "an identical repeat is no conflict"
     );
-    let query = RecordQuery {
-        user: UserId::parse(USER).unwrap(),
-        datum_type: Some("cbg".to_owned()),
-        start: None,
-        end: None,
-        after: None,
-        limit: 10,
-    };
-    let records = s.h.app.workflows.store().records(&query).await.unwrap();
+    let records = s.cbg_records().await;
     let twice = records
         .iter()
         .find(|r| r.partner_record_id == "twice")

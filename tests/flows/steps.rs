@@ -328,6 +328,21 @@ async fn each_step_run_twice_changes_nothing_the_second_time(db: &TestDb) {
         "{outcome:?}"
     );
     let after = store.get(id).await.unwrap();
+    // The dispatcher's refresh job did it, not an inline refresh of a transfer.
+    let journal = store.journal(id).await.unwrap();
+    let refreshed: Vec<_> = journal
+        .iter()
+        .rev()
+        .take(2)
+        .map(|e| (e.event.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        refreshed,
+        [
+            ("refreshed", "system:refresher"),
+            ("refresh_started", "system:refresher")
+        ]
+    );
     assert!(
         s.workflows()
             .run_refresh_step(job.id, job.version)

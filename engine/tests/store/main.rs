@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - `main.rs`: shared helpers.
-//! - `lifecycle.rs`: transitions, the journal, authorizations, tokens, revocations.
+//! - `lifecycle.rs`: transitions, the journal, one live connection, reconnecting, counters,
+//!   migrations.
+//! - `credentials.rs`: authorizations, tokens at rest, revocations.
 //! - `columns.rs`: the columns transitions and transfers share: counters by SQL arithmetic,
 //!   transfer guards from `State::may_transfer`, refresh and transfer bookkeeping apart.
 //! - `transfer.rs`: group commit, failing writes, skipped records, storable text.
@@ -10,6 +12,7 @@
 
 mod alerts;
 mod columns;
+mod credentials;
 mod lifecycle;
 mod transfer;
 

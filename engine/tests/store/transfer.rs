@@ -95,7 +95,8 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
         });
         commit
     });
-    let (_, results) = as_one_group(db, &store, slot_takers(&store, &extras), commits.collect()).await;
+    let (_, results) =
+        as_one_group(db, &store, slot_takers(&store, &extras), commits.collect()).await;
     let grouped = store.group_stats();
     assert!(
         grouped.largest_commit >= 24,
@@ -182,7 +183,8 @@ async fn a_failing_write_fails_only_its_own_transfer(db: &TestDb) {
         });
         commit
     });
-    let (_, results) = as_one_group(db, &store, slot_takers(&store, &extras), commits.collect()).await;
+    let (_, results) =
+        as_one_group(db, &store, slot_takers(&store, &extras), commits.collect()).await;
     let stats = store.group_stats();
     assert!(
         stats.largest_commit >= 12,

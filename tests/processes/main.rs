@@ -15,12 +15,17 @@
 //!
 //! PostgreSQL only (several processes on one SQLite file is not a supported deployment): like
 //! every PostgreSQL test, reported as ignored unless `TRIBUTARY_TEST_POSTGRES_URL` is set.
+//!
+//! # Layout
+//! - `main.rs`: the scenario, and the records the partner serves.
+//! - `progress.rs`: what the database shows of the transfers and of which process runs them.
+//! - `workers.rs`: the worker processes and their configuration.
+
+mod progress;
+mod workers;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    fmt::Write as _,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    collections::BTreeSet,
     time::{Duration, Instant},
 };
 
@@ -38,6 +43,11 @@ use sandbox::{DataContext, Sandbox, SandboxConfig, data};
 use sqlx::PgPool;
 use tributary::bench::seed::{self, Group};
 use url::Url;
+
+use crate::{
+    progress::{Progress, finished_jobs_by_process, mid_transfer},
+    workers::{Workers, write_worker_config},
+};
 
 const PARTNER: &str = "sandbox-cgm";
 /// Connections seeded, all due at once.
@@ -323,219 +333,4 @@ fn describe_mismatch(user: &str, stored: &BTreeSet<String>, expected: &BTreeSet<
         expected.difference(stored).count(),
         stored.difference(expected).count()
     )
-}
-
-/// Counts over all connections.
-#[derive(Debug)]
-struct Progress {
-    /// Committed at least one window.
-    started: i64,
-    /// Finished a transfer: `last_sync_at` set, no lease, next run the interval ahead (a
-    /// yielded transfer is due again at once).
-    completed: i64,
-    /// A lease (claim or transfer) is held.
-    leased: i64,
-    /// Not active, or an error or failure recorded.
-    troubled: i64,
-}
-
-impl Progress {
-    async fn read(pool: &PgPool, cursor: DateTime<Utc>) -> Self {
-        let (started, completed, leased, troubled): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT \
-               count(*) FILTER (WHERE fetched_through > $1), \
-               count(*) FILTER (WHERE last_sync_at IS NOT NULL AND sync_lease_token IS NULL \
-                 AND sync_lease_until IS NULL AND next_sync_at > now() + interval '30 minutes'), \
-               count(*) FILTER (WHERE sync_lease_until IS NOT NULL), \
-               count(*) FILTER (WHERE state <> 'active' OR failure_count > 0 \
-                 OR last_error_code IS NOT NULL) \
-             FROM connections",
-        )
-        .bind(cursor)
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        Self {
-            started,
-            completed,
-            leased,
-            troubled,
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} of {CONNECTIONS} connections started, {} completed, {} leased, {} troubled",
-            self.started, self.completed, self.leased, self.troubled
-        )
-    }
-}
-
-/// The process id in an apalis worker name (`{host}-{pid}-{suffix}/{step}/{n}`).
-fn pid_of(lock_by: &str) -> Option<u32> {
-    let process = lock_by.split('/').next()?;
-    let mut parts = process.rsplitn(3, '-');
-    let _suffix = parts.next()?;
-    parts.next()?.parse().ok()
-}
-
-/// Per process: the connections it is transferring right now with windows already committed
-/// (its fetch job running, the transfer lease held, cursor moved, not finished).
-async fn mid_transfer(pool: &PgPool, cursor: DateTime<Utc>) -> BTreeMap<u32, Vec<String>> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT j.lock_by, c.id FROM apalis.jobs j \
-         JOIN connections c ON c.id = convert_from(j.job, 'UTF8')::jsonb ->> 'connection_id' \
-         WHERE j.job_type = 'tributary.fetch' AND j.status = 'Running' \
-           AND j.lock_by IS NOT NULL AND c.sync_lease_token IS NOT NULL \
-           AND c.fetched_through > $1 AND c.last_sync_at IS NULL",
-    )
-    .bind(cursor)
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for (lock_by, id) in rows {
-        if let Some(pid) = pid_of(&lock_by) {
-            out.entry(pid).or_default().push(id);
-        }
-    }
-    out
-}
-
-/// Finished fetch jobs per worker process.
-async fn finished_jobs_by_process(pool: &PgPool) -> BTreeMap<u32, i64> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT lock_by, count(*) FROM apalis.jobs \
-         WHERE job_type = 'tributary.fetch' AND status = 'Done' AND lock_by IS NOT NULL \
-         GROUP BY lock_by",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut out = BTreeMap::new();
-    for (lock_by, n) in rows {
-        if let Some(pid) = pid_of(&lock_by) {
-            *out.entry(pid).or_insert(0) += n;
-        }
-    }
-    out
-}
-
-/// The `tributary worker` child processes; all are SIGKILLed when this is dropped (also while a
-/// failed assertion unwinds), and their logs are printed then if the test is failing.
-struct Workers {
-    dir: PathBuf,
-    config: PathBuf,
-    children: Vec<(u32, String, Child)>,
-}
-
-impl Workers {
-    fn new(dir: &Path, config: PathBuf) -> Self {
-        Self {
-            dir: dir.to_owned(),
-            config,
-            children: Vec::new(),
-        }
-    }
-
-    /// Starts one worker; returns its pid. Its stdout and stderr go to `<name>.log`.
-    fn spawn(&mut self, name: &str) -> u32 {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tributary"));
-        command
-            .arg("--config")
-            .arg(&self.config)
-            .arg("worker")
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log));
-        // The test's own TRIBUTARY_TEST_POSTGRES_URL would be read as an unknown config key.
-        for (var, _) in std::env::vars_os() {
-            if var
-                .to_string_lossy()
-                .to_ascii_uppercase()
-                .starts_with("TRIBUTARY_")
-            {
-                command.env_remove(var);
-            }
-        }
-        let child = command.spawn().expect("start a worker process");
-        let pid = child.id();
-        self.children.push((pid, name.to_owned(), child));
-        pid
-    }
-
-    /// SIGKILL (`Child::kill` on Unix) and reap.
-    fn kill(&mut self, pid: u32) {
-        let (_, _, child) = self
-            .children
-            .iter_mut()
-            .find(|(p, _, _)| *p == pid)
-            .expect("a child of ours");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn log(&self, pid: u32) -> String {
-        let name = self
-            .children
-            .iter()
-            .find(|(p, _, _)| *p == pid)
-            .map_or("?", |(_, name, _)| name.as_str());
-        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
-    }
-
-    /// The last lines of every worker's log.
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for (pid, name, _) in &self.children {
-            let log = self.log(*pid);
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(20)..];
-            let _ = writeln!(out, "--- worker {name} (pid {pid}), last lines:");
-            for line in tail {
-                let _ = writeln!(out, "{line}");
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-        for (_, _, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The configuration every worker process loads: the test database and key, the sandbox CGM
-/// partner at the in-process sandbox with one-day windows, short leases, fast polling.
-fn write_worker_config(dir: &Path, url: &str, key: &[u8; 32], sandbox: &Sandbox) -> PathBuf {
-    let workers = format!(
-        "concurrency = {CONCURRENCY}\nbatch_size = {CONCURRENCY}\npoll_interval_ms = 50\n\
-         dispatch_batch = 10\ndispatch_lease_secs = {DISPATCH_LEASE_SECS}\n\
-         fetch_lease_secs = {FETCH_LEASE_SECS}\nmax_run_secs = 60"
-    );
-    let toml = tributary::bench::worker_config_toml(
-        url,
-        key,
-        sandbox,
-        &tributary::bench::WorkerToml {
-            partner: PARTNER,
-            database: "max_connections = 8",
-            workers: &workers,
-            log_filter: "info,sqlx=warn",
-            partner_settings: "max_window_days = 1\nrequests_per_second = 1000.0",
-        },
-    )
-    .unwrap();
-    let path = dir.join("worker.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
 }
