@@ -165,10 +165,10 @@ pub struct WorkersConfig {
     /// A connection left in `refreshing` this long (its worker died mid-refresh) is returned to
     /// `active`, in seconds. Default 300.
     pub stale_refresh_secs: u64,
-    /// Bytes of partner responses this process reads and maps at once, over all transfers
-    /// (docs/partner-data.md#memory): a response reserves its length (its partner's
-    /// `max_response_bytes` when unannounced) and waits while the budget is spent. Default
-    /// 268435456 (256 MiB).
+    /// Memory for partner records between their arrival and their window's commit, over all
+    /// transfers of this process (docs/partner-data.md#memory): a response reserves four times
+    /// its length (its partner's `max_response_bytes` when unannounced), and a window's first
+    /// response waits while the budget is spent. Default 268435456 (256 MiB).
     pub response_memory_bytes: usize,
 }
 

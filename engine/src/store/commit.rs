@@ -25,16 +25,21 @@ use super::{
     rows::{CONNECTION_COLUMNS, json_param, json_rows, json_time},
     start::StartRequest,
     transfer::{Chunk, ChunkStats, SkippedRecord, SyncLease, Tail, delta},
-    upsert::{Prepared, Writes, prepare, record_skips, upsert_records},
+    upsert::{Writes, prepare, record_skips, upsert_records},
 };
-use crate::{failpoint, model::Connection, state::State};
+use crate::{
+    failpoint,
+    model::{Connection, MappedRecord},
+    state::State,
+};
 
 /// A chunk commit waiting for its group.
 pub(super) struct CommitRequest {
     id: String,
     user_id: String,
     token: String,
-    records: Vec<Prepared>,
+    records: Vec<MappedRecord>,
+    hashes: Vec<[u8; 32]>,
     skipped: Vec<SkippedRecord>,
     conflicting: u64,
     /// `None`: the cursor stays (a re-read of older windows).
@@ -262,13 +267,16 @@ impl Store {
         let live = || chunk.records.iter().filter(|r| !r.retired).map(|r| r.time);
         let (newest, oldest) = (live().max(), live().min());
         let (reply, answer) = oneshot::channel();
+        let mut records = chunk.records;
+        let (hashes, repeated) = prepare(&mut records)?;
         let request = CommitRequest {
             id: lease.connection.id.to_string(),
             user_id: lease.connection.user_id.to_string(),
             token: lease.token.clone(),
-            records: prepare(chunk.records)?,
+            records,
+            hashes,
             skipped: chunk.skipped,
-            conflicting: chunk.conflicting,
+            conflicting: chunk.conflicting + repeated,
             fetched_through,
             newest,
             oldest,
@@ -356,6 +364,7 @@ impl Store {
                 } else {
                     &[]
                 },
+                hashes: &r.hashes,
                 skipped: if held.contains_key(&r.id) {
                     &r.skipped
                 } else {

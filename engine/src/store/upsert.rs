@@ -1,4 +1,4 @@
-//! Writing a group's records and skipped records: one statement per 5,000 rows of the whole
+//! Writing a group's records and skipped records: one statement per 1,000 rows of the whole
 //! group, the same text on both backends (`rows.rs`). New records are inserted, changed ones
 //! (partner corrections, deletions) updated, unchanged ones neither written nor returned; the
 //! `revision` each returned row carries tells an insert (1) from an update.
@@ -22,63 +22,61 @@ use crate::{
     text::{bounded, storable, storable_json},
 };
 
-/// Rows per statement (one JSON parameter; this bounds its size).
-const ROWS_PER_STATEMENT: usize = 5_000;
+/// Rows per statement (one JSON parameter; this bounds its size, and what a large window costs
+/// while it is written: a group of 64 ordinary transfers is under 1,000 rows).
+const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// Longest skip reason kept.
 const MAX_REASON_CHARS: usize = 200;
 
-/// A mapped record ready to store: the datum serialised once, for both its hash and the row.
-#[derive(Debug, Clone)]
-pub(super) struct Prepared {
-    partner_record_id: String,
-    datum_type: String,
-    time: DateTime<Utc>,
-    retired: bool,
-    /// Serialised once here, made storable on both backends (no `\u0000`).
-    datum: Box<serde_json::value::RawValue>,
-    hash: String,
-}
-
-/// Deduplicates a chunk by partner record id (the caller counts conflicting duplicates; the
-/// last one wins), makes each datum storable on both backends and hashes it.
-pub(super) fn prepare(records: Vec<MappedRecord>) -> Result<Vec<Prepared>> {
-    let mut unique: BTreeMap<String, MappedRecord> = BTreeMap::new();
-    for record in records {
-        unique.insert(record.partner_record_id.clone(), record);
+/// Deduplicates a chunk by partner record id (overlapping windows, a partner repeating itself:
+/// the last one wins) and counts the repeats whose content differed; makes every string
+/// storable on both backends and hashes each datum (SHA-256 of the datum and the retired flag,
+/// hex-encoded when written). Works in place: a large window is prepared without a second copy
+/// of its records (docs/partner-data.md#memory). Returns the hashes, in the records' order, and
+/// the count of conflicting repeats.
+pub(super) fn prepare(records: &mut Vec<MappedRecord>) -> Result<(Vec<[u8; 32]>, u64)> {
+    // Stable: among equal ids the original order remains, so the last is the latest.
+    records.sort_by(|a, b| a.partner_record_id.cmp(&b.partner_record_id));
+    let mut conflicting = 0;
+    // `dedup_by` keeps the first of a run (`kept`); give it the later one's content.
+    records.dedup_by(|later, kept| {
+        if later.partner_record_id != kept.partner_record_id {
+            return false;
+        }
+        if later.datum.get() != kept.datum.get() || later.retired != kept.retired {
+            conflicting += 1;
+        }
+        std::mem::swap(later, kept);
+        true
+    });
+    let mut hashes = Vec::with_capacity(records.len());
+    for record in records.iter_mut() {
+        if record.partner_record_id.contains('\0') {
+            record.partner_record_id = storable(&record.partner_record_id);
+        }
+        if record.datum_type.contains('\0') {
+            record.datum_type = storable(&record.datum_type);
+        }
+        if let std::borrow::Cow::Owned(text) = storable_json(record.datum.get()) {
+            record.datum = serde_json::value::RawValue::from_string(text)
+                .map_err(|e| StoreError::Corrupt(format!("cannot serialise a datum: {e}")))?;
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(record.datum.get().as_bytes());
+        hasher.update([u8::from(record.retired)]);
+        hashes.push(hasher.finalize().into());
     }
-    unique
-        .into_values()
-        .map(|record| {
-            let rewritten = match storable_json(record.datum.get()) {
-                std::borrow::Cow::Borrowed(_) => None,
-                std::borrow::Cow::Owned(text) => Some(text),
-            };
-            let datum = match rewritten {
-                None => record.datum,
-                Some(text) => serde_json::value::RawValue::from_string(text)
-                    .map_err(|e| StoreError::Corrupt(format!("cannot serialise a datum: {e}")))?,
-            };
-            let mut hasher = Sha256::new();
-            hasher.update(datum.get().as_bytes());
-            hasher.update([u8::from(record.retired)]);
-            Ok(Prepared {
-                partner_record_id: storable(&record.partner_record_id),
-                datum_type: storable(&record.datum_type),
-                time: record.time,
-                retired: record.retired,
-                datum,
-                hash: hex::encode(hasher.finalize()),
-            })
-        })
-        .collect()
+    Ok((hashes, conflicting))
 }
 
 /// One connection's writes in a group commit (empty when its lease was lost).
 pub(super) struct Writes<'a> {
     pub(super) connection_id: &'a str,
     pub(super) user_id: &'a str,
-    pub(super) records: &'a [Prepared],
+    pub(super) records: &'a [MappedRecord],
+    /// `records`' hashes ([`prepare`]).
+    pub(super) hashes: &'a [[u8; 32]],
     pub(super) skipped: &'a [SkippedRecord],
 }
 
@@ -90,7 +88,7 @@ struct RecordRow<'a> {
     t: &'a str,
     time: String,
     datum: &'a serde_json::value::RawValue,
-    h: &'a str,
+    h: String,
     retired: bool,
 }
 
@@ -142,9 +140,9 @@ pub(super) async fn upsert_records(
         .filter(|(_, w)| !w.records.is_empty())
         .map(|(i, w)| (w.connection_id, i))
         .collect();
-    let rows: Vec<(&Writes<'_>, &Prepared)> = writes
+    let rows: Vec<(&Writes<'_>, &MappedRecord, &[u8; 32])> = writes
         .iter()
-        .flat_map(|w| w.records.iter().map(move |r| (w, r)))
+        .flat_map(|w| w.records.iter().zip(w.hashes).map(move |(r, h)| (w, r, h)))
         .collect();
     let sql = match backend {
         DbBackend::Postgres => PG_UPSERT.as_str(),
@@ -153,14 +151,14 @@ pub(super) async fn upsert_records(
     for slice in rows.chunks(ROWS_PER_STATEMENT) {
         let encoded: Vec<RecordRow<'_>> = slice
             .iter()
-            .map(|(w, r)| RecordRow {
+            .map(|(w, r, hash)| RecordRow {
                 c: w.connection_id,
                 r: &r.partner_record_id,
                 u: w.user_id,
                 t: &r.datum_type,
                 time: json_time(backend, r.time),
                 datum: &r.datum,
-                h: &r.hash,
+                h: hex::encode(hash),
                 retired: r.retired,
             })
             .collect();

@@ -1,12 +1,13 @@
 //! The process's response budget (`workers.response_memory_bytes`; docs/partner-data.md#memory):
-//! the bytes of partner responses whose records are in memory at once, over all partners and
-//! transfers. A window's first response reserves its announced length (or its partner's cap
-//! when it announces none) before its body is read, waiting while the budget is spent; the
-//! window holds the reservation until its records are committed ([`WindowShare`]). The
-//! window's later responses (the other record kinds, further pages) add to it only what is
-//! free at once and go on regardless: a window that holds a share never waits, so waiting
-//! cannot deadlock, and the overdraft is bounded by the few small responses that follow the
-//! first.
+//! the memory that partner records take between their arrival and their window's commit, over
+//! all partners and transfers. A response reserves [`EXPANSION`] times its announced length (or
+//! its partner's cap when it announces none); the window holds its reservations until its
+//! records are committed ([`WindowShare`]). Only a window's first response waits for room, and
+//! it waits holding neither a reservation nor an open response (the caller drops the response
+//! and asks again once the room is there); the window's later responses (the other record kinds,
+//! further pages) take what is free at once and go on regardless. So waiting cannot deadlock
+//! or time out a request, and the overdraft is bounded by the few responses that follow a
+//! window's first.
 
 use std::sync::Arc;
 
@@ -14,6 +15,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Reservations are counted in KiB (the semaphore counts in `u32`).
 const UNIT: usize = 1024;
+
+/// Memory a window's records take per byte of response: each record waits for the commit as
+/// its mapped datum, which carries the partner record verbatim plus the mapped fields, and the
+/// commit prepares rows from it (BENCHMARKS.md, "Memory", measures ~4).
+pub const EXPANSION: usize = 4;
 
 /// Default total: 256 MiB.
 pub const DEFAULT_RESPONSE_MEMORY_BYTES: usize = 256 * 1024 * 1024;
@@ -40,19 +46,35 @@ impl ResponseBudget {
         self.units as usize * UNIT
     }
 
-    /// Adds `bytes` (at most the whole budget) to `share`: waiting while others hold the
-    /// budget when `share` holds nothing yet, else only what is free now.
-    pub(crate) async fn reserve(&self, bytes: usize, share: &mut WindowShare) {
-        let units = u32::try_from(bytes.div_ceil(UNIT))
+    fn units(&self, response_bytes: usize) -> u32 {
+        u32::try_from(response_bytes.saturating_mul(EXPANSION).div_ceil(UNIT))
             .unwrap_or(u32::MAX)
-            .clamp(1, self.units);
+            .clamp(1, self.units)
+    }
+
+    /// Adds room for a response of `bytes` (at most the whole budget) to `share` if it is free
+    /// now; `false` when it is not.
+    pub(crate) fn try_reserve(&self, bytes: usize, share: &mut WindowShare) -> bool {
+        match Arc::clone(&self.semaphore).try_acquire_many_owned(self.units(bytes)) {
+            Ok(permit) => {
+                share.permits.push(permit);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Adds room for a response of `bytes` to `share`, waiting while others hold the budget.
+    /// Only for a share that holds nothing yet (a holder that waits could deadlock).
+    pub(crate) async fn reserve(&self, bytes: usize, share: &mut WindowShare) {
+        debug_assert!(
+            share.permits.is_empty(),
+            "a window waits only for its first response"
+        );
         let semaphore = Arc::clone(&self.semaphore);
-        let permit = if share.permits.is_empty() {
-            semaphore.acquire_many_owned(units).await.ok()
-        } else {
-            semaphore.try_acquire_many_owned(units).ok()
-        };
-        share.permits.extend(permit);
+        share
+            .permits
+            .extend(semaphore.acquire_many_owned(self.units(bytes)).await.ok());
     }
 }
 
@@ -64,6 +86,11 @@ pub struct WindowShare {
 }
 
 impl WindowShare {
+    /// Whether it holds nothing yet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.permits.is_empty()
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.permits.iter().map(|p| p.num_permits()).sum::<usize>() * UNIT
@@ -85,33 +112,34 @@ mod tests {
     #[tokio::test]
     async fn a_window_waits_for_room_once_and_never_while_holding_a_share() {
         const MIB: usize = 1 << 20;
-        let budget = ResponseBudget::new(4 * MIB);
+        // Room for responses of 4 MiB in all (16 MiB of records).
+        let budget = ResponseBudget::new(4 * MIB * EXPANSION);
         let mut big = WindowShare::default();
-        budget.reserve(3 * MIB, &mut big).await;
-        assert_eq!(big.bytes(), 3 * MIB);
+        assert!(budget.try_reserve(3 * MIB, &mut big));
+        assert_eq!(big.bytes(), 3 * MIB * EXPANSION);
         let mut other = WindowShare::default();
+        assert!(
+            !budget.try_reserve(2 * MIB, &mut other),
+            "2 MiB do not fit now"
+        );
         let waiting = tokio::time::timeout(
             Duration::from_millis(50),
             budget.reserve(2 * MIB, &mut other),
         );
         assert!(
             waiting.await.is_err(),
-            "2 MiB must wait while 3 of 4 MiB are held"
+            "and a first response waits for them"
         );
-        // The holder's next response takes what is free and never waits.
-        budget.reserve(2 * MIB, &mut big).await;
-        assert_eq!(
-            big.bytes(),
-            3 * MIB,
-            "2 MiB were not free: an overdraft, not a wait"
-        );
-        budget.reserve(MIB, &mut big).await;
-        assert_eq!(big.bytes(), 4 * MIB);
+        assert!(other.is_empty());
+        // The holder's next response takes what is free, or goes on without: never waits.
+        assert!(!budget.try_reserve(2 * MIB, &mut big));
+        assert!(budget.try_reserve(MIB, &mut big));
+        assert_eq!(big.bytes(), 4 * MIB * EXPANSION);
         drop(big);
         let mut all = WindowShare::default();
         tokio::time::timeout(Duration::from_secs(5), budget.reserve(usize::MAX, &mut all))
             .await
-            .expect("a reservation larger than the budget takes the whole budget");
-        assert_eq!(all.bytes(), 4 * MIB);
+            .expect("a response larger than the budget takes the whole budget");
+        assert_eq!(all.bytes(), 4 * MIB * EXPANSION);
     }
 }

@@ -104,9 +104,9 @@ impl Transport {
 
     /// A list response, streamed: each record goes to `sink` as soon as it is complete (or, when
     /// it cannot be read, why), so neither the body nor its parsed records are ever held whole.
-    /// Returns the envelope's other members (`nextCursor`). Its `Content-Length` (the partner's
-    /// cap when the length is not announced) is added to the window's `share` of the process's
-    /// response budget before the body is read (`budget.rs`).
+    /// Returns the envelope's other members (`nextCursor`). Room for its records, from its
+    /// `Content-Length` (the partner's cap when the length is not announced), is added to the
+    /// window's `share` of the process's response budget before the body is read (`budget.rs`).
     pub(crate) async fn get_records(
         &self,
         token: &SecretString,
@@ -117,17 +117,20 @@ impl Transport {
         share: &mut WindowShare,
         sink: &mut RecordSink<'_>,
     ) -> Result<Map<String, Value>, FetchError> {
-        let mut response = self.get_ok(token, endpoint, url).await?;
-        let headers = response.headers().clone();
-        let announced = response
-            .content_length()
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-        if announced.is_some_and(|n| n > self.max_body) {
-            return Err(too_large(endpoint, self.max_body));
+        let mut response = self.get_ok(token, endpoint, url.clone()).await?;
+        let want = self.announced(&response, endpoint)?;
+        if !budget.try_reserve(want, share) && share.is_empty() {
+            // The window's first response, and no room: wait without holding the response
+            // (its timeout runs), then ask again. Later responses never wait.
+            drop(response);
+            budget.reserve(want, share).await;
+            response = self.get_ok(token, endpoint, url).await?;
+            let again = self.announced(&response, endpoint)?;
+            if again > want {
+                budget.try_reserve(again - want, share);
+            }
         }
-        budget
-            .reserve(announced.unwrap_or(self.max_body), share)
-            .await;
+        let headers = response.headers().clone();
         let mut scanner = ListScanner::new(MAX_RECORD_BYTES);
         let mut read = 0usize;
         let mut on_element = |element: Element<'_>| sink(kind, parse_record(element));
@@ -147,6 +150,18 @@ impl Transport {
         scanner
             .finish()
             .map_err(|m| broken(endpoint, m.0, &headers, read))
+    }
+}
+
+impl Transport {
+    /// The body size a response announces (its partner's cap when it announces none); a
+    /// response announcing more than the cap is refused before its body is read.
+    fn announced(&self, response: &reqwest::Response, endpoint: &str) -> Result<usize, FetchError> {
+        match response.content_length() {
+            Some(n) if n > self.max_body as u64 => Err(too_large(endpoint, self.max_body)),
+            Some(n) => Ok(usize::try_from(n).unwrap_or(self.max_body)),
+            None => Ok(self.max_body),
+        }
     }
 }
 

@@ -1,9 +1,8 @@
 //! One window's records as they arrive (docs/partner-data.md): each is mapped the moment the
 //! data client hands it over, so only its compact datum waits for the window's commit; what
-//! cannot be read, mapped or believed is skipped with a stable key and its reason; duplicate
-//! ids with different content are counted.
-
-use std::collections::{HashMap, hash_map::Entry};
+//! cannot be read, mapped or believed is skipped with a stable key and its reason. (Repeated
+//! ids are resolved and counted by the store when it prepares the window: one place, and no
+//! second copy of every id here.)
 
 use engine::{
     ids::ConnectionId,
@@ -24,10 +23,7 @@ pub(super) struct WindowBatch<'a> {
     ctx: &'a MappingContext,
     plausible: Plausible,
     records: Vec<MappedRecord>,
-    /// Partner record id → index in `records`.
-    index: HashMap<String, usize>,
     skipped: Vec<SkippedRecord>,
-    conflicting: u64,
 }
 
 fn kind_name(kind: RecordKind) -> String {
@@ -41,9 +37,7 @@ impl<'a> WindowBatch<'a> {
             ctx,
             plausible,
             records: Vec::new(),
-            index: HashMap::new(),
             skipped: Vec::new(),
-            conflicting: 0,
         }
     }
 
@@ -77,27 +71,7 @@ impl<'a> WindowBatch<'a> {
             let id = mapped.partner_record_id;
             return self.skip(id.clone(), mapped.datum_type, Some(id), reason.to_owned());
         }
-        match self.index.entry(mapped.partner_record_id.clone()) {
-            Entry::Vacant(slot) => {
-                slot.insert(self.records.len());
-                self.records.push(mapped);
-            }
-            Entry::Occupied(slot) => {
-                // The same id twice in one window: the later one wins (as a later read would);
-                // different content under one id is the partner's inconsistency, counted.
-                let earlier = &mut self.records[*slot.get()];
-                if earlier.datum.get() != mapped.datum.get() || earlier.retired != mapped.retired {
-                    self.conflicting += 1;
-                    tracing::warn!(
-                        connection = %self.id,
-                        kind = %mapped.datum_type,
-                        record = %mapped.partner_record_id,
-                        "partner sent one record id twice with different content; the later wins"
-                    );
-                }
-                *earlier = mapped;
-            }
-        }
+        self.records.push(mapped);
     }
 
     fn skip(&mut self, key: String, kind: String, id: Option<String>, reason: String) {
@@ -118,7 +92,7 @@ impl<'a> WindowBatch<'a> {
         Chunk {
             records: self.records,
             skipped: self.skipped,
-            conflicting: self.conflicting,
+            conflicting: 0,
         }
     }
 }
