@@ -103,6 +103,10 @@ pub(crate) struct Store {
     grants: HashMap<u64, Grant>,
     access: HashMap<String, AccessToken>,
     refresh: HashMap<String, RefreshToken>,
+    /// Access tokens left after the last pruning: the next prune waits until there are twice
+    /// as many, so pruning costs O(1) per token issued, not a scan of every token each time (a
+    /// million connections' refreshes would otherwise each scan a million tokens).
+    access_after_prune: usize,
     next_grant: u64,
     pub stats: Stats,
     /// Data-API requests in flight per `Authorization` header value (for
@@ -251,8 +255,11 @@ impl Store {
         ttl: TimeDelta,
     ) -> Issued {
         // Drop access tokens dead for a day; they would only answer 401 anyway.
-        self.access
-            .retain(|_, a| a.expires_at + TimeDelta::days(1) > now);
+        if self.access.len() >= (2 * self.access_after_prune).max(1024) {
+            self.access
+                .retain(|_, a| a.expires_at + TimeDelta::days(1) > now);
+            self.access_after_prune = self.access.len();
+        }
         let access_token = match flavor {
             // JWT-shaped but opaque, like Dexcom's; lengths vary so clients cannot assume one.
             Flavor::Cgm => format!(
