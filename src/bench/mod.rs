@@ -24,7 +24,6 @@ mod workers;
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -38,10 +37,10 @@ use url::Url;
 
 pub use self::workers::{WorkerToml, worker_config_toml};
 use self::{
-    db::{BenchDb, uuid_suffix},
+    db::BenchDb,
     report::report,
     seed::Group,
-    workers::{proc_status_mib, stop_children, vm_hwm_mib, write_worker_config},
+    workers::{proc_status_mib, spawn_worker, stop_children, vm_hwm_mib, write_worker_config},
 };
 
 /// Flags of `bench`.
@@ -102,6 +101,11 @@ pub struct BenchArgs {
     /// Access-token lifetime for `--refresh`.
     #[arg(long, default_value_t = 3600)]
     pub token_lifetime_secs: u64,
+    /// With `--refresh`: SIGKILL a worker process this often (and start a replacement), to
+    /// count refreshes lost between the partner's answer and their commit. Lowers
+    /// `workers.stale_refresh_secs` to 10 so the repair happens within the run.
+    #[arg(long, value_name = "SECS")]
+    pub kill_every_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -347,21 +351,17 @@ async fn run_in(
     // Worker processes.
     let config = write_worker_config(args, dir, &db.url, &key, sandbox)?;
     let mut children = Vec::new();
-    for p in 0..processes {
-        let log = std::fs::File::create(dir.join(format!("worker-{}-{p}.log", uuid_suffix())))?;
-        let child = Command::new(exe)
-            .arg("--config")
-            .arg(&config)
-            .arg("worker")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("cannot start a worker process")?;
-        children.push(child);
+    for _ in 0..processes {
+        children.push(spawn_worker(exe, &config, dir)?);
     }
     let (measured, lag) = if args.refresh {
-        let measured = refresh::measure(args, &store, sandbox, n, &mut outcome).await;
+        let workers = refresh::Workers {
+            children: &mut children,
+            exe,
+            config: &config,
+            dir,
+        };
+        let measured = refresh::measure(args, &store, sandbox, n, workers, &mut outcome).await;
         (measured, Ok(()))
     } else {
         let measured = measure(args, &store, n, &mut outcome).await;

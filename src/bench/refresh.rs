@@ -8,7 +8,11 @@
 //! `refresh_due_at`, so due times cannot tell) and the most whose token expired before its
 //! refresh, which must stay 0. PostgreSQL only (the spread is one SQL statement).
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    process::Child,
+    time::{Duration, Instant},
+};
 
 use engine::Store;
 use sandbox::Sandbox;
@@ -25,6 +29,20 @@ pub(super) struct RefreshOutcome {
     pub(super) refreshes: u64,
     pub(super) max_late: u64,
     pub(super) max_expired: u64,
+    /// Worker processes SIGKILLed during the run (`--kill-every-secs`).
+    pub(super) kills: u64,
+    /// Refreshes whose outcome a kill left unknown (repaired from `refreshing`), and of those,
+    /// connections the partner then revoked for reuse of the spent refresh token.
+    pub(super) outcome_unknown: u64,
+    pub(super) reuse_revoked: u64,
+}
+
+/// The running worker processes, for `--kill-every-secs`.
+pub(super) struct Workers<'a> {
+    pub(super) children: &'a mut Vec<Child>,
+    pub(super) exe: &'a Path,
+    pub(super) config: &'a Path,
+    pub(super) dir: &'a Path,
 }
 
 /// The refresh margin for a token of `lifetime` (engine::schedule::refresh: a quarter, at most
@@ -61,9 +79,15 @@ pub(super) async fn spread(store: &Store, sandbox: &Sandbox, lifetime: u64) -> a
 }
 
 async fn count(store: &Store, condition: &str) -> anyhow::Result<u64> {
-    let sql = format!(
-        "SELECT count(*) AS n FROM connections WHERE state IN ('active', 'refreshing') AND {condition}"
-    );
+    count_where(
+        store,
+        &format!("state IN ('active', 'refreshing') AND {condition}"),
+    )
+    .await
+}
+
+async fn count_where(store: &Store, condition: &str) -> anyhow::Result<u64> {
+    let sql = format!("SELECT count(*) AS n FROM connections WHERE {condition}");
     let row = store
         .db()
         .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
@@ -79,6 +103,7 @@ pub(super) async fn measure(
     store: &Store,
     sandbox: &Sandbox,
     n: usize,
+    workers: Workers<'_>,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
     let lifetime = args.token_lifetime_secs;
@@ -103,14 +128,41 @@ pub(super) async fn measure(
         needed_per_sec: n as f64 / lifetime as f64,
         ..RefreshOutcome::default()
     };
+    let mut last_kill = Instant::now();
     while t0.elapsed() < Duration::from_secs(args.seconds) {
         tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(every) = args.kill_every_secs
+            && last_kill.elapsed() >= Duration::from_secs(every)
+            && !workers.children.is_empty()
+        {
+            let victim = result.kills as usize % workers.children.len();
+            let mut child = workers.children.remove(victim);
+            let _ = child.kill();
+            let _ = child.wait();
+            workers.children.push(super::spawn_worker(
+                workers.exe,
+                workers.config,
+                workers.dir,
+            )?);
+            result.kills += 1;
+            last_kill = Instant::now();
+        }
         let late = format!("token_expires_at < now() + interval '{half_margin} seconds'");
         let late = count(store, &late).await?;
         let expired = count(store, "token_expires_at < now()").await?;
         result.max_late = result.max_late.max(late);
         result.max_expired = result.max_expired.max(expired);
     }
+    if result.kills > 0 {
+        // Let the last kills' stale refreshes be repaired (10 s) and retried.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    result.outcome_unknown = count_where(store, "refresh_outcome_unknown_at IS NOT NULL").await?;
+    result.reuse_revoked = count_where(
+        store,
+        "state = 'revoked' AND last_error_code = 'refresh_token_reuse_suspected'",
+    )
+    .await?;
     result.refreshes = sandbox.stats().cgm.refreshes - first;
     result.achieved_per_sec = result.refreshes as f64 / t0.elapsed().as_secs_f64();
     outcome.refresh = Some(result);

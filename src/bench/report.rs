@@ -83,11 +83,11 @@ pub(super) fn report(args: &BenchArgs, outcomes: &[Outcome]) -> String {
         .collect();
     if !refreshes.is_empty() {
         out.push_str(
-            "\ntoken refreshes (refresh times spread over one token lifetime):\n\n| backend | N | procs | token lifetime | needed/s | achieved/s | refreshes | max late (< ½ margin left) | max expired before refresh | RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+            "\ntoken refreshes (refresh times spread over one token lifetime):\n\n| backend | N | procs | token lifetime | needed/s | achieved/s | refreshes | max late (< ½ margin left) | max expired before refresh | kills | outcome unknown | revoked for reuse | RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         );
         for (o, r) in refreshes {
             out.push_str(&format!(
-                "| {} | {} | {} | {} s | {:.1} | {:.1} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} s | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} |\n",
                 o.backend,
                 o.n,
                 o.processes,
@@ -97,6 +97,9 @@ pub(super) fn report(args: &BenchArgs, outcomes: &[Outcome]) -> String {
                 r.refreshes,
                 r.max_late,
                 r.max_expired,
+                r.kills,
+                r.outcome_unknown,
+                r.reuse_revoked,
                 o.rss_mib
                     .iter()
                     .map(|m| format!("{m:.0}"))

@@ -4,7 +4,7 @@
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command},
+    process::{Child, Command, Stdio},
     str::FromStr as _,
     time::{Duration, Instant},
 };
@@ -33,8 +33,15 @@ pub(super) fn write_worker_config(
             partner: PARTNER,
             database: &format!("max_connections = {}\nbusy_timeout_ms = 30000", args.pool),
             workers: &format!(
-                "concurrency = {}\nbatch_size = {}\npoll_interval_ms = {}\ndispatch_batch = 500",
-                args.concurrency, args.batch_size, args.poll_ms
+                "concurrency = {}\nbatch_size = {}\npoll_interval_ms = {}\ndispatch_batch = 500{}",
+                args.concurrency,
+                args.batch_size,
+                args.poll_ms,
+                if args.kill_every_secs.is_some() {
+                    "\nstale_refresh_secs = 10"
+                } else {
+                    ""
+                }
             ),
             log_filter: "warn,sqlx=error",
             partner_settings: "requests_per_second = 1000000.0\ntransfer.overlap_secs = 0",
@@ -44,6 +51,20 @@ pub(super) fn write_worker_config(
     let mut file = std::fs::File::create(&path)?;
     file.write_all(toml.as_bytes())?;
     Ok(path)
+}
+
+/// Starts a `tributary worker` on `config`, its log in `dir`.
+pub(super) fn spawn_worker(exe: &Path, config: &Path, dir: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(dir.join(format!("worker-{}.log", uuid_suffix())))?;
+    Command::new(exe)
+        .arg("--config")
+        .arg(config)
+        .arg("worker")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("cannot start a worker process")
 }
 
 /// What differs between the worker configurations [`worker_config_toml`] writes: extra keys

@@ -89,6 +89,10 @@ pub struct GroupStats {
     pub commit_fallbacks: usize,
     /// Starts and commits queued right now, waiting for a slot.
     pub queued: usize,
+    /// Groups of starts and commits running right now.
+    pub running: usize,
+    /// Groups of each kind that may run at once (PostgreSQL 2, SQLite 1).
+    pub slots: usize,
 }
 
 impl Groups {
@@ -114,6 +118,8 @@ impl Store {
             start_fallbacks: c.start_fallbacks.load(Ordering::Relaxed),
             commit_fallbacks: c.commit_fallbacks.load(Ordering::Relaxed),
             queued: self.groups.starts.queued() + self.groups.commits.queued(),
+            running: self.groups.starts.running() + self.groups.commits.running(),
+            slots: self.groups.commits.slots(),
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, oneshot};
 pub(super) struct GroupCommit<T> {
     queue: Mutex<Vec<T>>,
     slots: Arc<Semaphore>,
+    total_slots: usize,
     max: usize,
 }
 
@@ -30,6 +31,7 @@ impl<T: Send + 'static> GroupCommit<T> {
         Self {
             queue: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(slots.max(1))),
+            total_slots: slots.max(1),
             max: max.max(1),
         }
     }
@@ -79,6 +81,16 @@ impl<T: Send + 'static> GroupCommit<T> {
     /// Requests waiting for a slot.
     pub(super) fn queued(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Groups that may run at once.
+    pub(super) fn slots(&self) -> usize {
+        self.total_slots
+    }
+
+    /// Slots running a group right now.
+    pub(super) fn running(&self) -> usize {
+        self.total_slots - self.slots.available_permits()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<T>> {

@@ -252,6 +252,23 @@ impl WriteBlock {
     }
 }
 
+/// Polls the store's group-commit counters until `done` holds (bounded: well inside the SQLite
+/// busy timeout the blocked writers wait under).
+async fn wait_for(
+    store: &engine::Store,
+    what: &str,
+    done: impl Fn(engine::store::GroupStats) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !done(store.group_stats()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs `first` (enough to take every group-commit slot, where they wait on a [`WriteBlock`]),
 /// then `rest` once the slots are taken, and releases the block when every one of `rest` has
 /// queued its request: `rest` then runs as one group. Returns the results of `first` and of
@@ -263,16 +280,24 @@ pub async fn as_one_group<A: Send + 'static, B: Send + 'static>(
     rest: Vec<futures::future::BoxFuture<'static, B>>,
 ) -> (Vec<A>, Vec<B>) {
     let block = WriteBlock::hold(db).await;
-    let first: Vec<_> = first.into_iter().map(tokio::spawn).collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let expected = rest.len();
-    let rest: Vec<_> = rest.into_iter().map(tokio::spawn).collect();
-    // Every one of `rest` queued behind the held slots (bounded: well inside the SQLite busy
-    // timeout the blocked writers wait under).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while store.group_stats().queued < expected && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // One at a time, so that each takes a slot of its own with its own request; takers beyond
+    // the backend's slots (SQLite has one) queue with `rest`.
+    let slots = store.group_stats().slots;
+    let (mut takers, mut late) = (Vec::new(), Vec::new());
+    for (k, taker) in first.into_iter().enumerate() {
+        if k < slots {
+            takers.push(tokio::spawn(taker));
+            wait_for(store, "a slot taker", |g| g.running > k && g.queued == 0).await;
+        } else {
+            late.push(taker);
+        }
     }
+    let expected = rest.len() + late.len();
+    let rest: Vec<_> = rest.into_iter().map(tokio::spawn).collect();
+    takers.extend(late.into_iter().map(tokio::spawn));
+    let first = takers;
+    // Every one of `rest` queued behind the held slots.
+    wait_for(store, "the rest to queue", |g| g.queued >= expected).await;
     block.release().await;
     let mut firsts = Vec::new();
     for t in first {
