@@ -34,9 +34,9 @@ pub fn storable_json(json: &str) -> Cow<'_, str> {
     while let Some(at) = rest.find('\\') {
         out.push_str(&rest[..at]);
         let escape = &rest[at..];
-        if escape.starts_with("\\u0000") {
+        if let Some(after) = escape.strip_prefix("\\u0000") {
             out.push_str("\\ufffd");
-            rest = &escape[6..];
+            rest = after;
         } else {
             // Any other escape is two characters (`\\`, `\"`, `\n`, or the start of `\uXXXX`,
             // whose hex digits hold no backslash): copy both so `\\` never starts a new one.

@@ -32,7 +32,7 @@ async fn repeated_alerts_fold_into_one_with_a_count(db: &TestDb) {
     assert!(folded.message.chars().count() <= 500);
     assert!(!folded.message.contains('\u{0}') && !folded.message.contains('\u{1b}'));
     let odd = store
-        .raise_alert("sandbox-cgm", None, &ErrorInfo::new(&"<b>".repeat(40), "z"))
+        .raise_alert("sandbox-cgm", None, &ErrorInfo::new("<b>".repeat(40), "z"))
         .await;
     assert!(odd.is_ok());
     assert!(

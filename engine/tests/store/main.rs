@@ -195,7 +195,7 @@ pub async fn started(
     let (extra, main): (Vec<_>, Vec<_>) = claimed.iter().partition(|c| extra_ids.contains(&c.id));
     let first: Vec<_> = extra.iter().map(|c| start(c)).collect();
     let rest: Vec<_> = main.iter().map(|c| start(c)).collect();
-    let (extras, leases) = as_one_group(db, &store, first, rest).await;
+    let (extras, leases) = as_one_group(db, store, first, rest).await;
     let lease = |r: Result<Option<SyncLease>, engine::StoreError>| r.unwrap().expect("started");
     let mut leases: Vec<SyncLease> = leases.into_iter().map(lease).collect();
     leases.sort_by_key(|l| ids.iter().position(|id| *id == l.connection.id));

@@ -45,7 +45,7 @@ pub(super) async fn fetch(
             .append_pair("endDate", &end);
         inner
             .transport
-            .get_records(token, endpoint, url, kind, &inner.budget, share, sink)
+            .get_records(token, endpoint, url, kind, (&inner.budget, share), sink)
             .await?;
     }
     Ok(())

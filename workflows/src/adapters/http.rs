@@ -113,8 +113,7 @@ impl Transport {
         endpoint: &'static str,
         url: Url,
         kind: RecordKind,
-        budget: &ResponseBudget,
-        share: &mut WindowShare,
+        (budget, share): (&ResponseBudget, &mut WindowShare),
         sink: &mut RecordSink<'_>,
     ) -> Result<Map<String, Value>, FetchError> {
         let mut response = self.get_ok(token, endpoint, url.clone()).await?;

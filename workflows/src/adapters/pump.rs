@@ -42,7 +42,7 @@ pub(super) async fn fetch(
             }
             let rest = inner
                 .transport
-                .get_records(token, endpoint, url, kind, &inner.budget, share, sink)
+                .get_records(token, endpoint, url, kind, (&inner.budget, share), sink)
                 .await?;
             pages += 1;
             let Some(next) = next_cursor(rest.get("nextCursor"), endpoint)? else {

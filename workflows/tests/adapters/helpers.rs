@@ -28,29 +28,26 @@ pub trait FetchAll {
 }
 
 impl FetchAll for DataClient {
-    fn fetch_all<'a>(
+    async fn fetch_all<'a>(
         &'a self,
         token: &'a SecretString,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         kinds: Option<&'a [RecordKind]>,
-    ) -> impl Future<Output = Result<Vec<RawRecord>, workflows::adapters::FetchError>> + Send + 'a
-    {
-        async move {
-            let mut out = Vec::new();
-            let mut unreadable = Vec::new();
-            let _share = self
-                .fetch_window(token, start, end, kinds, &mut |kind, item| match item {
-                    Ok(value) => out.push(RawRecord { kind, value }),
-                    Err(e) => unreadable.push(e),
-                })
-                .await?;
-            assert!(
-                unreadable.is_empty(),
-                "the sandbox served unreadable records: {unreadable:?}"
-            );
-            Ok(out)
-        }
+    ) -> Result<Vec<RawRecord>, workflows::adapters::FetchError> {
+        let mut out = Vec::new();
+        let mut unreadable = Vec::new();
+        let _share = self
+            .fetch_window(token, start, end, kinds, &mut |kind, item| match item {
+                Ok(value) => out.push(RawRecord { kind, value }),
+                Err(e) => unreadable.push(e),
+            })
+            .await?;
+        assert!(
+            unreadable.is_empty(),
+            "the sandbox served unreadable records: {unreadable:?}"
+        );
+        Ok(out)
     }
 }
 
