@@ -24,11 +24,14 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use reqwest::{
     StatusCode,
     header::{self, HeaderMap},
 };
+
+// One reader of OAuth-style error bodies and of `Retry-After`, shared with the OAuth client.
+use crate::partner::{oauth_error_code, retry_after};
 
 /// What a 429's `Retry-After` said. The caller decides what to do with it (caps a long wait,
 /// counts a missing or unusable one: docs/transfers.md#rate-limits).
@@ -41,9 +44,6 @@ pub enum RetryAfter {
     /// A header that is neither delta-seconds nor an HTTP-date.
     Unusable,
 }
-
-/// Longest OAuth-style error code read from a 400 body; longer counts as no code.
-const MAX_ERROR_CODE_LEN: usize = 128;
 
 /// Why a data-API request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,49 +206,6 @@ pub(crate) fn content_type(headers: &HeaderMap) -> Option<String> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(64).collect())
-}
-
-/// The `error` member of a JSON error body, if it is a well-formed code (RFC 6749 §5.2
-/// characters). `error_description` is ignored: it may echo input.
-fn oauth_error_code(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct ErrorBody {
-        error: String,
-    }
-    let code = serde_json::from_slice::<ErrorBody>(body).ok()?.error;
-    let well_formed = !code.is_empty()
-        && code.len() <= MAX_ERROR_CODE_LEN
-        && code
-            .bytes()
-            .all(|b| matches!(b, 0x20..=0x21 | 0x23..=0x5B | 0x5D..=0x7E));
-    well_formed.then_some(code)
-}
-
-/// `Retry-After` as a delay: delta-seconds, or an HTTP-date measured from the response's own
-/// `Date` header (immune to clock skew) or else from `now`. A date in the past means "now".
-pub(crate) fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse::<u64>().ok().map(Duration::from_secs);
-    }
-    let at = parse_http_date(value)?;
-    let base = headers
-        .get(header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_http_date)
-        .unwrap_or(now);
-    Some((at - base).to_std().unwrap_or(Duration::ZERO))
-}
-
-/// HTTP-date (RFC 9110 §5.6.7): IMF-fixdate, and the obsolete RFC 850 and asctime forms.
-fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
-    if let Ok(date) = DateTime::parse_from_rfc2822(value) {
-        return Some(date.with_timezone(&Utc));
-    }
-    ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(value, format).ok())
-        .map(|naive| naive.and_utc())
 }
 
 #[cfg(test)]

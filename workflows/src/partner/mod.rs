@@ -24,6 +24,7 @@ mod revoke;
 mod transport;
 mod validate;
 
+pub(crate) use classify::retry_after;
 pub use client::{AuthorizationRequest, PartnerClient, TokenGrant};
 pub use config::{ClientAuth, PartnerConfig, PartnerKind, SyncConfig};
 pub use error::{
