@@ -106,6 +106,11 @@ pub struct BenchArgs {
     /// `workers.stale_refresh_secs` to 10 so the repair happens within the run.
     #[arg(long, value_name = "SECS")]
     pub kill_every_secs: Option<u64>,
+    /// Seed connections whose daily late-change re-read is due (Dexcom events over the last 7
+    /// days, docs/transfers.md#late-changes), so every measured cycle also does it: the
+    /// re-read's cost is the difference to a run without.
+    #[arg(long)]
+    pub reread_due: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -314,6 +319,17 @@ async fn run_in(
         Some(Utc::now() + TimeDelta::days(1)),
     )
     .await?;
+    if args.reread_due {
+        use engine::store::entities::connection;
+        use sea_orm::{ActiveValue::Set, EntityTrait as _};
+        connection::Entity::update_many()
+            .set(connection::ActiveModel {
+                reread_at: Set(None),
+                ..Default::default()
+            })
+            .exec(store.db())
+            .await?;
+    }
     eprintln!(
         "bench:   seeded {} connections in {:.1}s",
         n + lag_n + 64,
