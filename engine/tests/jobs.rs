@@ -279,13 +279,21 @@ async fn live_connection_ids_lists_pending_jobs(db: &TestDb) {
 async fn two_processes_share_the_work(db: &TestDb) {
     // Two stores: two pools, as two processes would have.
     let (store_a, store_b) = (db.store().await, db.store().await);
-    let a = JobQueue::setup(&store_a, settings()).await.unwrap();
-    let b = JobQueue::setup(&store_b, settings()).await.unwrap();
+    // Four at a time each: one process alone would need 2.5 s for the 200 jobs, so the other
+    // polls and takes its share even on a loaded machine (at the default 64, one could take
+    // them all before the other's first poll).
+    let small = || QueueSettings {
+        concurrency: 4,
+        batch_size: 4,
+        ..settings()
+    };
+    let a = JobQueue::setup(&store_a, small()).await.unwrap();
+    let b = JobQueue::setup(&store_b, small()).await.unwrap();
     assert_ne!(a.worker_name(), b.worker_name());
     assert!(a.worker_name().contains(&std::process::id().to_string()));
 
     let runs = Runs::default();
-    // Handlers take 50 ms, so one process cannot drain a 100-job batch before the other polls.
+    // Handlers take 50 ms.
     let wa = a.start_workers(&[Step::Fetch], runs.handler("a", Duration::from_millis(50)));
     let wb = b.start_workers(&[Step::Fetch], runs.handler("b", Duration::from_millis(50)));
     tokio::time::sleep(Duration::from_millis(300)).await;
