@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn invalid_utf8_escapes_become_replacement_characters() {
         assert_eq!(lossy("/v1/users/alice/connections"), None);
-        assert_eq!(lossy("/v1/users/%C3%A9/connections"), None);
+        assert_eq!(lossy("/v1/users/%c3%a9/connections"), None);
         assert_eq!(lossy("/v1/users/a%2Fb/connections"), None);
         assert_eq!(
             lossy("/v1/users/%FF/connections").as_deref(),
@@ -249,7 +249,7 @@ mod tests {
         );
         // Other segments stay exactly as they came.
         assert_eq!(
-            lossy("/x%2Fy/%C3/%zz").as_deref(),
+            lossy("/x%2Fy/%c3/%zz").as_deref(),
             Some("/x%2Fy/%EF%BF%BD/%zz")
         );
     }

@@ -410,7 +410,7 @@ async fn invalid_utf8_in_a_path_is_answered_by_the_route() {
     let ops = app.ops();
     for (path, code) in [
         ("/v1/users/%FF/connections", "invalid_user_id"),
-        ("/v1/users/a%C3/data", "invalid_user_id"),
+        ("/v1/users/a%c3/data", "invalid_user_id"),
         ("/v1/connections/%FF", "invalid_connection_id"),
         ("/v1/connections/%FF%FE/events", "invalid_connection_id"),
     ] {
@@ -428,7 +428,7 @@ async fn invalid_utf8_in_a_path_is_answered_by_the_route() {
     assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.text);
     assert!(page.content_type().starts_with("text/html"));
     assert!(page.text.contains("unknown_partner"), "{}", page.text);
-    let page = app.callback(CGM, "state=%FF&code=%FE%FD&iss=%C3").await;
+    let page = app.callback(CGM, "state=%FF&code=%FE%FD&iss=%c3").await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.text);
     assert!(page.content_type().starts_with("text/html"));
     assert!(page.text.contains("invalid_state"), "{}", page.text);

@@ -193,7 +193,6 @@ async fn seed(app: &TestApi) -> (String, String, String) {
                 reason: "normal is not a number".to_owned(),
             })
             .to_vec(),
-        conflicting: 0,
     };
     transfer(app, &claimed, &pump, &[chunk]).await;
     let bob_records: Vec<_> = (0..3)

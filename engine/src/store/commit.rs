@@ -282,7 +282,7 @@ impl Store {
             records,
             hashes,
             skipped: chunk.skipped,
-            conflicting: chunk.conflicting + repeated,
+            conflicting: repeated,
             fetched_through,
             newest,
             oldest,

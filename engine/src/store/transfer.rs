@@ -57,13 +57,12 @@ pub struct SkippedRecord {
     pub reason: String,
 }
 
-/// One window's mapped records, the records that could not be stored, and how many came twice
-/// with different contents.
+/// One window's mapped records and the records that could not be stored. Ids that come twice
+/// are resolved (and those with different contents counted) when the store prepares it.
 #[derive(Debug, Clone, Default)]
 pub struct Chunk {
     pub records: Vec<MappedRecord>,
     pub skipped: Vec<SkippedRecord>,
-    pub conflicting: u64,
 }
 
 impl From<Vec<MappedRecord>> for Chunk {

@@ -87,7 +87,6 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
             let chunk = Chunk {
                 records: records(i, i % 5 + 1),
                 skipped: (0..i % 2).map(|k| skipped(&format!("bad{k}"))).collect(),
-                conflicting: 0,
             };
             store
                 .commit_last_chunk(&mut lease, chunk, through, next, false)
@@ -274,10 +273,17 @@ async fn a_bad_record_is_counted_once_however_often_it_is_read(db: &TestDb) {
     let mut lease = leased(&store, "u1").await;
     let id = lease.connection.id;
     let through = Utc::now();
+    // One id twice with different contents (counted), and once more identically (not).
+    let mut window = records(1, 2);
+    let mut changed = window[0].clone();
+    let mut datum = changed.datum_value();
+    datum["value"] = serde_json::json!(-1);
+    changed.datum = MappedRecord::datum_of(&datum);
+    window.push(changed.clone());
+    window.push(changed);
     let first = Chunk {
-        records: records(1, 2),
+        records: window,
         skipped: vec![skipped("k1"), skipped("k2"), skipped("k1")],
-        conflicting: 1,
     };
     let stats = store
         .commit_chunk(&mut lease, first, Some(through), LEASE)
@@ -290,7 +296,6 @@ async fn a_bad_record_is_counted_once_however_often_it_is_read(db: &TestDb) {
     let again = Chunk {
         records: records(1, 2),
         skipped: vec![skipped("k1"), skipped("k3")],
-        conflicting: 0,
     };
     let (stats, connection) = store
         .commit_last_chunk(
@@ -332,7 +337,6 @@ async fn nul_characters_from_a_partner_are_stored_on_both_backends(db: &TestDb) 
             partner_record_id: None,
             reason: "reason with \u{0}".to_owned(),
         }],
-        conflicting: 0,
     };
     let now = Utc::now();
     let (stats, connection) = store

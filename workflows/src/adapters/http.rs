@@ -99,7 +99,7 @@ impl Transport {
             return Err(too_large(endpoint, MAX_DOCUMENT_BYTES));
         }
         serde_json::from_slice(&body)
-            .map_err(|_| malformed(endpoint, StatusCode::OK, &headers, body.len()))
+            .map_err(|_| broken(endpoint, "not valid JSON", &headers, body.len()))
     }
 
     /// A list response, streamed: each record goes to `sink` as soon as it is complete (or, when
@@ -195,7 +195,8 @@ fn too_large(endpoint: &str, cap: usize) -> FetchError {
     )
 }
 
-/// "egvs: malformed body: not a JSON object; HTTP 200 (application/json, 123 bytes)".
+/// "egvs: malformed body: not a JSON object; HTTP 200 (application/json, 123 bytes)" (only
+/// 200 responses are read as bodies).
 fn broken(endpoint: &str, what: &str, headers: &header::HeaderMap, len: usize) -> FetchError {
     FetchError::transient(
         format!(
@@ -203,22 +204,6 @@ fn broken(endpoint: &str, what: &str, headers: &header::HeaderMap, len: usize) -
             describe(StatusCode::OK, headers, len)
         ),
         Some(200),
-    )
-}
-
-/// "egvs: malformed body: HTTP 200 (application/json, 123 bytes)".
-fn malformed(
-    endpoint: &str,
-    status: StatusCode,
-    headers: &header::HeaderMap,
-    len: usize,
-) -> FetchError {
-    FetchError::transient(
-        format!(
-            "{endpoint}: malformed body: {}",
-            describe(status, headers, len)
-        ),
-        Some(status.as_u16()),
     )
 }
 

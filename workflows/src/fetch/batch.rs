@@ -92,7 +92,6 @@ impl<'a> WindowBatch<'a> {
         Chunk {
             records: self.records,
             skipped: self.skipped,
-            conflicting: 0,
         }
     }
 }
