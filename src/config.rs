@@ -28,6 +28,7 @@
 //! - `config/bounds.rs`: the accepted range of every numeric key.
 
 mod bounds;
+mod notify;
 mod sections;
 mod sources;
 mod validate;
@@ -49,9 +50,11 @@ use figment::{
 };
 use serde::Deserialize;
 
+pub(crate) use self::notify::delivery;
 pub(crate) use self::validate::decode_key;
 pub use self::{
     bounds::{MAX_DAYS, MAX_SECS, MAX_TIMEOUT_SECS},
+    notify::{ClinicConfig, EmailConfig, InvitationsConfig, TlsMode, WebhookConfig},
     sections::{
         DatabaseConfig, LogConfig, OAuthConfig, SandboxSettings, ServerConfig, WorkersConfig,
     },
@@ -93,8 +96,17 @@ pub struct Config {
     pub dev_secrets: bool,
     /// Logging.
     pub log: LogConfig,
-    /// Background workers (transfers, refreshes, partner revocations).
+    /// Background workers (transfers, refreshes, partner revocations, deliveries).
     pub workers: WorkersConfig,
+    /// Outgoing email: invitations and notices (docs/notifications.md#email).
+    pub email: EmailConfig,
+    /// Clinician invitations: expiry and resend limit.
+    pub invitations: InvitationsConfig,
+    /// Clinics by id (`[clinics.c1]`): their names in emails and their contact addresses.
+    pub clinics: BTreeMap<String, ClinicConfig>,
+    /// Webhook endpoints by name (`[webhooks.web]`): each receives every lifecycle event,
+    /// signed (docs/notifications.md#webhooks).
+    pub webhooks: BTreeMap<String, WebhookConfig>,
     /// Set by [`Config::load`] when development secrets fill in missing values; not configurable.
     #[serde(skip)]
     pub dev_secrets_in_use: Option<DevSecretsInUse>,
@@ -113,6 +125,10 @@ impl Default for Config {
             dev_secrets: true,
             log: LogConfig::default(),
             workers: WorkersConfig::default(),
+            email: EmailConfig::default(),
+            invitations: InvitationsConfig::default(),
+            clinics: BTreeMap::new(),
+            webhooks: BTreeMap::new(),
             dev_secrets_in_use: None,
         }
     }

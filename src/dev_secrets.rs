@@ -116,20 +116,27 @@ pub fn apply(config: &mut Config) -> Result<Option<DevSecretsInUse>, ConfigError
 /// Beside the SQLite database file (`data/app.db` → `data/app.secrets.toml`); for PostgreSQL
 /// and in-memory SQLite, `tributary.secrets.toml` in the working directory.
 pub fn secrets_path(database_url: &str) -> PathBuf {
+    beside_database(database_url, "secrets.toml")
+}
+
+/// `<stem>.<suffix>` beside the SQLite database file (`data/app.db` → `data/app.<suffix>`);
+/// for PostgreSQL and in-memory SQLite, `tributary.<suffix>` in the working directory.
+pub fn beside_database(database_url: &str, suffix: &str) -> PathBuf {
+    let fallback = || PathBuf::from(format!("tributary.{suffix}"));
     let Some(rest) = database_url.strip_prefix("sqlite:") else {
-        return PathBuf::from(DEFAULT_FILE_NAME);
+        return fallback();
     };
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     let db_path = rest.split(['?', '#']).next().unwrap_or_default();
     if db_path.is_empty() || db_path.contains(":memory:") {
-        return PathBuf::from(DEFAULT_FILE_NAME);
+        return fallback();
     }
     let db_path = Path::new(db_path);
     let stem = db_path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("tributary");
-    db_path.with_file_name(format!("{stem}.secrets.toml"))
+    db_path.with_file_name(format!("{stem}.{suffix}"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

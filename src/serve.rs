@@ -263,10 +263,13 @@ async fn components(
     )
     .await
     .context("cannot set up the job queue")?;
+    let (delivery, invitations) = crate::config::delivery(config)?;
     let workflows = Workflows::new(
         store,
         partners,
         Settings {
+            delivery,
+            invitations,
             state_ttl: Duration::from_secs(config.oauth.state_ttl_secs),
             stale_refresh_after: Duration::from_secs(workers.stale_refresh_secs),
             transfer: TransferSettings {

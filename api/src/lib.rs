@@ -14,9 +14,11 @@
 //! - `params.rs`: path parameters, documented as the server parses them.
 //! - `meta.rs`: `/healthz`, `/readyz`. `partners.rs`: `/v1/partners`.
 //! - `connections.rs`: `/v1/users/{userId}/connections`, `/v1/connections/{id}[/…]`.
+//! - `invites.rs`: `/v1/clinics/{clinicId}/invites[/…]` (clinicians' invitations).
 //! - `data.rs`: `/v1/users/{userId}/data` (transferred data, Tidepool model, keyset-paged).
 //! - `oauth.rs`: `/v1/oauth/{partner}/callback` (browser-facing, no bearer token).
-//! - `ops.rs`: refresh, alerts, revocations (operators).
+//! - `ops.rs`: refresh, alerts, revocations (operators); `outbox.rs`: the outbox and webhook
+//!   deliveries (operators).
 //! - `middleware.rs`: body limit, panics as problems, security headers, the access log
 //!   (method and path only: query strings carry OAuth codes and `state`s).
 //! - `routing.rs`: the `Allow` header of 405s, paths that are not UTF-8.
@@ -27,12 +29,14 @@
 pub mod auth;
 mod connections;
 mod data;
+mod invites;
 mod meta;
 mod middleware;
 mod models;
 mod nullable;
 mod oauth;
 mod ops;
+mod outbox;
 mod params;
 mod partners;
 pub mod problem;
@@ -50,8 +54,8 @@ use url::Url;
 use workflows::Workflows;
 
 use crate::{
-    connections::ConnectionsApi, data::DataApi, meta::MetaApi, oauth::OAuthApi, ops::OpsApi,
-    partners::PartnersApi,
+    connections::ConnectionsApi, data::DataApi, invites::InvitesApi, meta::MetaApi,
+    oauth::OAuthApi, ops::OpsApi, outbox::OutboxApi, partners::PartnersApi,
 };
 
 /// How the API is served.
@@ -76,6 +80,8 @@ enum ApiTags {
     Connections,
     /// Users' transferred data, in the Tidepool data model.
     Data,
+    /// Clinicians' invitations of patients to connect.
+    Invitations,
     /// The OAuth redirect from partners (browsers).
     #[oai(rename = "OAuth")]
     OAuth,
@@ -102,11 +108,17 @@ pub fn routes(
         DataApi {
             workflows: workflows.clone(),
         },
+        InvitesApi {
+            workflows: workflows.clone(),
+        },
         OAuthApi {
             workflows: workflows.clone(),
             return_url: settings.return_url.clone(),
         },
-        OpsApi { workflows },
+        OpsApi {
+            workflows: workflows.clone(),
+        },
+        OutboxApi { workflows },
     );
     let service = OpenApiService::new(apis, "Tributary", env!("CARGO_PKG_VERSION"))
         .description(
@@ -117,7 +129,9 @@ pub fn routes(
     let mut document: serde_json::Value = serde_json::from_str(&service.spec()).unwrap_or_default();
     // poem-openapi does not document `deny_unknown_fields`; the request body refuses unknown
     // fields (400 `invalid_body`), so the document says so.
-    document["components"]["schemas"]["NewConnection"]["additionalProperties"] = false.into();
+    for schema in ["NewConnection", "NewInvitation"] {
+        document["components"]["schemas"][schema]["additionalProperties"] = false.into();
+    }
     let mut allowed = routing::AllowedMethods::from_openapi(&document);
     allowed.add("/openapi.json", ["get"]);
     let allowed = Arc::new(allowed);

@@ -86,6 +86,32 @@ text_param!(
     }
 );
 
+/// What `engine::invitation::valid_clinic_id` accepts.
+pub const CLINIC_ID_PATTERN: &str = "^[A-Za-z0-9._-]+$";
+
+text_param!(
+    /// `{clinicId}`: a clinic id (a clinician token's `clinics` claim names it).
+    ClinicIdParam,
+    "string_clinic_id",
+    MetaSchema {
+        pattern: Some(CLINIC_ID_PATTERN.to_owned()),
+        min_length: Some(1),
+        max_length: Some(128),
+        example: Some("c1".into()),
+        ..MetaSchema::new("string")
+    }
+);
+
+text_param!(
+    /// `{invitationId}` or a message `{id}`: a UUID.
+    UuidParam,
+    "string_uuid",
+    MetaSchema {
+        example: Some("0190f5e2-7b1c-7d3e-8f00-0123456789ab".into()),
+        ..MetaSchema::new_with_format("string", "uuid")
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use engine::ids::UserId;

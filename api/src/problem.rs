@@ -231,6 +231,15 @@ impl From<WorkflowError> for Problem {
             err @ WorkflowError::NotTransferring(_) => {
                 Problem::new(StatusCode::CONFLICT, code, err.to_string())
             }
+            err @ WorkflowError::EmailNotConfigured => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, err.to_string())
+            }
+            err @ WorkflowError::InvitationClosed => {
+                Problem::new(StatusCode::CONFLICT, code, err.to_string())
+            }
+            err @ WorkflowError::TooSoon { .. } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, code, err.to_string())
+            }
             WorkflowError::Internal(message) => Problem::internal(&message),
             WorkflowError::Injected(point) => Problem::internal(&point.to_string()),
         }

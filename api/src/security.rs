@@ -7,7 +7,11 @@
 //! | `user`      | their own only (others: 404)      | 403                               |
 //! | `service`   | any user's                        | refresh, revocations (not alerts) |
 //! | `ops`       | any                               | all                               |
-//! | `clinician` | 403 (invitations come later)      | 403                               |
+//! | `clinician` | 403; their clinics' invitations   | 403                               |
+//!
+//! Invitations (`/v1/clinics/{clinicId}/invites…`): a clinician only for the clinics of their
+//! token's `clinics` claim, `service` and `ops` for any; another clinic (and its invitations)
+//! is 404, exactly like one that does not exist.
 //!
 //! A user asking for someone else's connection gets 404, exactly as for a connection that does
 //! not exist, so connection ids cannot be probed. A user naming another user id in a path gets
@@ -30,6 +34,8 @@ use crate::{
 pub const CONNECTION_ROLES: &[Role] = &[Role::User, Role::Service, Role::Ops];
 /// Roles that may repair connections (force a refresh, inspect revocations).
 pub const REPAIR_ROLES: &[Role] = &[Role::Service, Role::Ops];
+/// Roles that manage invitations (a clinician only for their own clinics).
+pub const INVITE_ROLES: &[Role] = &[Role::Clinician, Role::Service, Role::Ops];
 /// Roles that see operator alerts.
 pub const OPS_ROLES: &[Role] = &[Role::Ops];
 
@@ -99,6 +105,30 @@ impl Caller {
         Ok(user)
     }
 
+    /// The clinic of a `/clinics/{clinicId}/…` path, if the caller may manage its invitations.
+    /// A clinic the clinician does not belong to is 404, like one that does not exist.
+    pub fn clinic_path(&self, raw: &str) -> Result<String, Problem> {
+        self.require(INVITE_ROLES)?;
+        if !engine::invitation::valid_clinic_id(raw) {
+            return Err(Problem::bad_request(
+                "invalid_clinic_id",
+                "a clinic id is 1 to 128 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        if self.role() == Role::Clinician && !self.0.clinics.iter().any(|c| c == raw) {
+            return Err(Problem::not_found("clinic not found"));
+        }
+        Ok(raw.to_owned())
+    }
+
+    /// The journal's actor for a request on behalf of a clinic: `clinician:dr-a@clinic:c1`.
+    pub fn clinic_actor(&self, clinic: &str) -> Actor {
+        Actor::new(
+            self.role().as_str(),
+            &format!("{}@clinic:{clinic}", self.subject()),
+        )
+    }
+
     /// Whether the caller may see `connection` at all.
     pub fn may_see(&self, connection: &Connection) -> bool {
         match self.role() {
@@ -148,6 +178,7 @@ mod tests {
             exp: 0,
             iat: None,
             nbf: None,
+            clinics: vec!["c1".into()],
         })
     }
 
@@ -167,6 +198,23 @@ mod tests {
         assert!(caller(Role::Ops, "op").user_path("bob").is_ok());
         let p = caller(Role::Clinician, "dr").user_path("bob").unwrap_err();
         assert_eq!((p.status, p.code.as_str()), (403, "forbidden"));
+    }
+
+    #[test]
+    fn clinic_paths() {
+        let dr = caller(Role::Clinician, "dr");
+        assert_eq!(dr.clinic_path("c1").unwrap(), "c1");
+        assert_eq!(dr.clinic_path("c2").unwrap_err().status, 404);
+        assert_eq!(dr.clinic_path("a/b").unwrap_err().code, "invalid_clinic_id");
+        assert_eq!(dr.clinic_actor("c1").as_str(), "clinician:dr@clinic:c1");
+        assert!(caller(Role::Ops, "op").clinic_path("c2").is_ok());
+        assert_eq!(
+            caller(Role::User, "u")
+                .clinic_path("c1")
+                .unwrap_err()
+                .status,
+            403
+        );
     }
 
     #[test]

@@ -78,6 +78,19 @@ pub const REVOKE_ANSWERED: &str = "revoke.answered";
 /// The outcome is recorded; the step not yet finished.
 pub const REVOKE_RECORDED: &str = "revoke.recorded";
 
+/// The boundaries of one outbox message's delivery, in order. Stopped at `deliver.sent` (the
+/// relay said `250`, or the endpoint 2xx, and nothing is recorded yet), the message is sent
+/// again once its lease expires: the one window in which a message can go out twice
+/// (docs/notifications.md#at-least-once).
+pub const DELIVER_BOUNDARIES: &[&str] = &[DELIVER_LEASED, DELIVER_SENT, DELIVER_RECORDED];
+
+/// The message's sending lease is taken; nothing sent yet.
+pub const DELIVER_LEASED: &str = "deliver.leased";
+/// The relay or endpoint answered; the outcome not yet recorded.
+pub const DELIVER_SENT: &str = "deliver.sent";
+/// The outcome is recorded; the step not yet at its next message.
+pub const DELIVER_RECORDED: &str = "deliver.recorded";
+
 /// A step stopped at a failpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stopped at failpoint {0}")]

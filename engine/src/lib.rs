@@ -8,12 +8,14 @@
 //! - `model.rs`: domain types (connection, journal entry, token set, change requests).
 //! - `failpoint.rs`: named step boundaries where tests stop a step dead (crash tests).
 //! - `text.rs`: outside text made storable on both backends and bounded for operators.
+//! - `invitation.rs`: invitations, email addresses, outbox message kinds.
 //! - `ids.rs`: typed identifiers. `secret.rs`: redacting wrapper. `clock.rs`: injected time.
 
 pub mod clock;
 pub mod crypto;
 pub mod failpoint;
 pub mod ids;
+pub mod invitation;
 pub mod jobs;
 pub mod model;
 pub mod schedule;

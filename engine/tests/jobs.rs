@@ -205,16 +205,16 @@ async fn failed_panicking_and_hung_jobs_are_not_retried(db: &TestDb) {
 async fn purge_removes_only_finished_jobs(db: &TestDb) {
     let store = db.store().await;
     let queue = JobQueue::setup(&store, settings()).await.unwrap();
-    let jobs: Vec<_> = (0..20).map(|n| job(Step::Invite, n)).collect();
+    let jobs: Vec<_> = (0..20).map(|n| job(Step::Deliver, n)).collect();
     queue.push(&jobs).await.unwrap();
     let runs = Runs::default();
-    let workers = queue.start_workers(&[Step::Invite], runs.handler("p", Duration::ZERO));
+    let workers = queue.start_workers(&[Step::Deliver], runs.handler("p", Duration::ZERO));
     wait_until("20 jobs", Duration::from_secs(10), || runs.total() == 20).await;
     workers.shutdown().await;
-    assert_eq!(queue.pending(Step::Invite).await.unwrap(), 0);
+    assert_eq!(queue.pending(Step::Deliver).await.unwrap(), 0);
 
     // Jobs still waiting are never purged.
-    let waiting: Vec<_> = (100..103).map(|n| job(Step::Invite, n)).collect();
+    let waiting: Vec<_> = (100..103).map(|n| job(Step::Deliver, n)).collect();
     queue.push(&waiting).await.unwrap();
 
     assert_eq!(
@@ -229,9 +229,9 @@ async fn purge_removes_only_finished_jobs(db: &TestDb) {
     assert_eq!(queue.purge_finished(Duration::ZERO).await.unwrap(), 0);
     // Vacuuming after a purge (outside any transaction on PostgreSQL) keeps every live job.
     queue.vacuum().await.unwrap();
-    assert_eq!(queue.pending(Step::Invite).await.unwrap(), 3);
+    assert_eq!(queue.pending(Step::Deliver).await.unwrap(), 3);
     assert_eq!(
-        queue.live_connection_ids(Step::Invite).await.unwrap(),
+        queue.live_connection_ids(Step::Deliver).await.unwrap(),
         vec!["conn-0100", "conn-0101", "conn-0102"]
     );
 }

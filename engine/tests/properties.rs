@@ -10,6 +10,9 @@ use chrono::{TimeDelta, Utc};
 use engine::{
     Store, StoreError,
     ids::{PartnerName, UserId},
+    invitation::{
+        DeliveryRecord, DeliveryResult, EmailAddress, InvitationEnd, MessageKind, NewInvitation,
+    },
     model::{Actor, Change, ErrorInfo, NewAuthorization, RevocationFinish, TokenSet},
     secret::SecretString,
     state::{
@@ -31,7 +34,37 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 fn sample(kind: Event, n: u64) -> EventData {
     let now = Utc::now();
     match kind {
-        Event::Invite => EventData::Invite,
+        Event::Invite => EventData::Invite {
+            invitation: NewInvitation {
+                id: uuid::Uuid::now_v7().to_string(),
+                // A clinic of its own per call: the store allows one pending invitation per
+                // clinic and connection.
+                clinic_id: format!("prop-clinic-{n}"),
+                clinician: "dr-prop".to_owned(),
+                email: EmailAddress::parse("patient@example.org").unwrap(),
+                expires_at: now + TimeDelta::days(30),
+            },
+        },
+        // Invitations and messages the connection does not have: no-ops in the store
+        // (`AlreadyDone`), like a revocation it does not owe.
+        Event::InviteResent => EventData::InviteResent {
+            invitation_id: format!("none-{n}"),
+        },
+        Event::InvitationEnded => EventData::InvitationEnded {
+            invitation_id: format!("none-{n}"),
+            end: InvitationEnd::Cancelled,
+            last: true,
+        },
+        Event::DeliveryRecorded => EventData::DeliveryRecorded {
+            record: DeliveryRecord {
+                seq: -1,
+                kind: MessageKind::Webhook,
+                attempt: 1,
+                result: DeliveryResult::Sent {
+                    detail: "HTTP 204".to_owned(),
+                },
+            },
+        },
         Event::StartAuthorization => EventData::StartAuthorization {
             authorization: NewAuthorization {
                 state_hash: format!("prop-state-{n}"),
@@ -137,7 +170,10 @@ fn check_step(
             // (a) a connection can always be created; (d) a Note is allowed in every state.
             let creates = matches!(event, Event::Invite | Event::StartAuthorization);
             prop_assert!(from.is_some() || !creates, "{event} rejected from none");
-            let journal_only = matches!(event, Event::Note | Event::RevocationFinished);
+            let journal_only = matches!(
+                event,
+                Event::Note | Event::RevocationFinished | Event::DeliveryRecorded
+            );
             prop_assert!(from.is_none() || !journal_only, "{event} rejected");
             return Ok(());
         }
@@ -254,6 +290,14 @@ fn allowed_transitions_match_the_expected_table() {
         (Some(Invited), E::StartAuthorization, Authorizing),
         (Some(Invited), E::Disconnect, Revoked),
         (Some(Invited), E::Note, Invited),
+        (Some(Invited), E::InviteResent, Invited),
+        (Some(Invited), E::InvitationEnded, Revoked),
+        (Some(Invited), E::DeliveryRecorded, Invited),
+        (Some(Authorizing), E::DeliveryRecorded, Authorizing),
+        (Some(Active), E::DeliveryRecorded, Active),
+        (Some(Refreshing), E::DeliveryRecorded, Refreshing),
+        (Some(Revoked), E::DeliveryRecorded, Revoked),
+        (Some(Failed), E::DeliveryRecorded, Failed),
         (Some(Invited), E::RevocationFinished, Invited),
         (Some(Authorizing), E::StartAuthorization, Authorizing),
         (Some(Authorizing), E::Authorized, Active),
@@ -347,7 +391,14 @@ async fn store_follows_model(store: &Store, events: Vec<Event>) -> Result<(), Te
         let result = store
             .apply(id, Some(before.version), change_for(event))
             .await;
-        if event == Event::RevocationFinished && transition(Some(before.state), event).is_ok() {
+        let no_op = matches!(
+            event,
+            Event::RevocationFinished
+                | Event::InviteResent
+                | Event::InvitationEnded
+                | Event::DeliveryRecorded
+        );
+        if no_op && transition(Some(before.state), event).is_ok() {
             // Nothing owed under that id: finishing it is a no-op, written nowhere.
             prop_assert!(matches!(result, Err(StoreError::AlreadyDone)), "{result:?}");
             prop_assert_eq!(&store.get(id).await.unwrap(), &before);

@@ -17,6 +17,7 @@ mod m20261125_000004_add_records_skipped;
 mod m20261201_000005_separate_refresh_bookkeeping;
 mod m20261201_000006_fold_operator_alerts;
 mod m20261201_000007_record_skips_and_rereads;
+mod m20261201_000008_create_invitations_and_outbox;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_separate_refresh_bookkeeping::Migration),
             Box::new(m20261201_000006_fold_operator_alerts::Migration),
             Box::new(m20261201_000007_record_skips_and_rereads::Migration),
+            Box::new(m20261201_000008_create_invitations_and_outbox::Migration),
         ]
     }
 }

@@ -53,6 +53,8 @@
 //! - `http/`: routes; `guard.rs` applies faults, `authorize.rs` (login/consent pages),
 //!   `token.rs` (token and revocation endpoints), `cgm_api.rs`, `pump_api.rs` (+ `cursor.rs`),
 //!   `admin.rs`.
+//! - `smtp/`: a mail server for tests (a real SMTP conversation, scripted refusals).
+//! - `webhooks.rs`: a webhook receiver for tests (verifies signatures, fails on demand).
 
 pub mod config;
 pub mod data;
@@ -60,7 +62,9 @@ pub mod faults;
 pub mod hostile;
 mod http;
 mod oauth;
+pub mod smtp;
 pub mod stats;
+pub mod webhooks;
 
 use std::{
     future::Future,

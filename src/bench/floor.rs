@@ -132,7 +132,7 @@ pub async fn raw_sql(
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// apalis's own floor: `jobs` no-op jobs on a queue no worker process serves (`invite`),
+/// apalis's own floor: `jobs` no-op jobs on a queue with no work in the bench (`deliver`),
 /// drained by this process's workers with the bench's queue settings. Returns jobs per second
 /// over the drain (or over `limit`, if it ends first).
 pub async fn apalis_noop(
@@ -144,7 +144,7 @@ pub async fn apalis_noop(
     let queue = JobQueue::setup(store, settings).await?;
     let batch: Vec<StepJob> = (0..jobs)
         .map(|i| StepJob {
-            step: Step::Invite,
+            step: Step::Deliver,
             connection_id: format!("noop-{i}"),
             version: 1,
         })
@@ -155,7 +155,7 @@ pub async fn apalis_noop(
     let done = Arc::new(AtomicU64::new(0));
     let counter = done.clone();
     let started = Instant::now();
-    let workers = queue.start_workers(&[Step::Invite], move |_job: StepJob| {
+    let workers = queue.start_workers(&[Step::Deliver], move |_job: StepJob| {
         let counter = counter.clone();
         async move {
             counter.fetch_add(1, Ordering::Relaxed);

@@ -327,6 +327,8 @@ async fn run_in(
         connection::Entity::update_many()
             .set(connection::ActiveModel {
                 reread_at: Set(None),
+                contact_ciphertext: Set(None),
+                contact_key_id: Set(None),
                 ..Default::default()
             })
             .exec(store.db())

@@ -95,6 +95,8 @@ pub async fn seed(
                 // Steady state: the daily late-change re-read happened recently (a 7-day
                 // re-read on every first cycle would measure something else).
                 reread_at: Set(Some(now)),
+                contact_ciphertext: Set(None),
+                contact_key_id: Set(None),
             });
             ids.push(id);
         }

@@ -111,6 +111,26 @@ fn bounds(config: &Config) -> Vec<Bound> {
             1,
             MAX_SECS,
         ),
+        bound("email.port", config.email.port, 1, 65_535),
+        bound(
+            "email.timeout_secs",
+            config.email.timeout_secs,
+            1,
+            MAX_TIMEOUT_SECS,
+        ),
+        bound("email.max_attempts", config.email.max_attempts, 1, 100),
+        bound(
+            "invitations.expiry_days",
+            config.invitations.expiry_days,
+            1,
+            365,
+        ),
+        bound(
+            "invitations.resend_interval_secs",
+            config.invitations.resend_interval_secs,
+            1,
+            MAX_SECS,
+        ),
     ];
     for (name, partner) in &config.partners {
         let key = |field: &str| format!("partners.{name}.{field}");

@@ -29,6 +29,7 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     check_partners(config)?;
+    super::notify::check(config)?;
     bounds::check(config)?;
     check_production_rules(config)?;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.filter) {

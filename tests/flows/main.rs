@@ -8,6 +8,7 @@ mod harness;
 mod helpers;
 mod hostile;
 mod http;
+mod invitations;
 mod lifecycle;
 mod steps;
 mod transfer;

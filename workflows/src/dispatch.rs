@@ -25,8 +25,8 @@ const JOB_RETENTION: Duration = Duration::from_secs(1);
 /// Every this many purges (10 s), the job table is vacuumed (`JobQueue::vacuum`).
 const JOB_VACUUM_EVERY: u64 = 5;
 
-/// The background side of a process: dispatcher, step workers (fetch, refresh, revoke),
-/// housekeeping.
+/// The background side of a process: dispatcher, step workers (fetch, refresh, revoke,
+/// deliver), housekeeping.
 pub struct Workers {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -45,7 +45,10 @@ impl Workers {
                 async move { workflows.run_step(job).await }
             }
         };
-        let workers = queue.start_workers(&[Step::Fetch, Step::Refresh, Step::Revoke], handler);
+        let workers = queue.start_workers(
+            &[Step::Fetch, Step::Refresh, Step::Revoke, Step::Deliver],
+            handler,
+        );
         let mut tasks = Vec::new();
         {
             let workflows = workflows.clone().with_fetch_dispatch(dispatch);
@@ -141,7 +144,11 @@ impl Workflows {
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
-            other => Err(format!("no worker runs {other:?} steps yet")),
+            Step::Deliver => self
+                .run_deliver_step(id)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
         }
     }
 
@@ -187,6 +194,29 @@ impl Workflows {
             })
             .collect();
         queue.push(&jobs).await.map_err(|e| e.to_string())?;
+        Ok(jobs.len())
+    }
+
+    /// Claims connections with due outbox messages and enqueues their deliver steps.
+    pub async fn dispatch_deliveries(&self, queue: &JobQueue) -> Result<usize, String> {
+        let jobs: Vec<StepJob> = self
+            .store
+            .claim_due_deliveries(
+                self.settings.transfer.dispatch_batch,
+                self.settings.transfer.dispatch_lease,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|id| StepJob {
+                step: Step::Deliver,
+                connection_id: id.to_string(),
+                version: 0,
+            })
+            .collect();
+        if !jobs.is_empty() {
+            queue.push(&jobs).await.map_err(|e| e.to_string())?;
+        }
         Ok(jobs.len())
     }
 
@@ -252,7 +282,20 @@ impl Workflows {
         tokio::pin!(shutdown);
         let poll = self.settings.transfer.poll_interval;
         let mut last_refresh_scan: Option<tokio::time::Instant> = None;
+        let mut last_delivery_scan: Option<tokio::time::Instant> = None;
         loop {
+            if last_delivery_scan
+                .is_none_or(|t| t.elapsed() >= self.settings.delivery.poll_interval)
+            {
+                last_delivery_scan = Some(tokio::time::Instant::now());
+                match self.dispatch_deliveries(queue).await {
+                    Ok(n) if n as u64 >= self.settings.transfer.dispatch_batch => {
+                        last_delivery_scan = None
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::error!(error = %err, "dispatching due deliveries failed"),
+                }
+            }
             if last_refresh_scan.is_none_or(|t| t.elapsed() >= self.settings.refresh_scan_interval)
             {
                 last_refresh_scan = Some(tokio::time::Instant::now());
@@ -275,6 +318,8 @@ impl Workflows {
                 _ = &mut shutdown => return,
                 // A disconnect queued a revocation: dispatch it without waiting for the poll.
                 _ = self.store.revocations_queued().notified() => {}
+                // A transition queued an email or a webhook: deliver it now.
+                _ = self.store.deliveries_queued().notified() => last_delivery_scan = None,
                 _ = tokio::time::sleep(pause) => {}
             }
         }

@@ -17,6 +17,15 @@ pub enum WorkflowError {
     /// Only a connection that may transfer data can be asked to sync.
     #[error("only active connections transfer data; this one is {0}")]
     NotTransferring(engine::state::State),
+    /// Invitations need an email transport (`[email]`).
+    #[error("email is not configured: invitations cannot be sent")]
+    EmailNotConfigured,
+    /// The invitation is no longer pending (accepted, declined, cancelled or expired).
+    #[error("the invitation is no longer pending")]
+    InvitationClosed,
+    /// Asked again too soon (an invitation email within its resend interval).
+    #[error("too soon; retry in {retry_after_secs} s")]
+    TooSoon { retry_after_secs: u64 },
     #[error("internal error: {0}")]
     Internal(String),
     /// A test stopped the step at a named boundary, as if the process had died there.
@@ -34,6 +43,9 @@ impl WorkflowError {
             WorkflowError::InvalidTransition(_) => "invalid_transition",
             WorkflowError::Conflict => "conflict",
             WorkflowError::NotTransferring(_) => "invalid_transition",
+            WorkflowError::EmailNotConfigured => "email_not_configured",
+            WorkflowError::InvitationClosed => "invitation_closed",
+            WorkflowError::TooSoon { .. } => "too_soon",
             WorkflowError::Internal(_) => "internal",
             WorkflowError::Injected(_) => "failpoint",
         }

@@ -8,6 +8,9 @@
 //! - `callback.rs`: the OAuth callback: state, issuer, code exchange, declines and errors.
 //! - `refresh.rs`: one refresh at a time per connection, rotation stored atomically.
 //! - `revoke.rs`: disconnect, and the background partner-side revocation with retries.
+//! - `invite.rs`: clinician invitations (create, re-send, cancel, expire).
+//! - `deliver/`: the deliver step: outbox messages out as email (`email.rs`, `content.rs`)
+//!   and signed webhooks (`webhook.rs`, `signature.rs`).
 //! - `adapters/`: the partners' data API clients (Dexcom v3, pump), rate-limited.
 //! - `mapping/`: partner records → Tidepool data model (pure).
 //! - `fetch.rs`: the fetch step: windows, overlap, chunk commits, retries, failure budget.
@@ -18,9 +21,11 @@
 pub mod adapters;
 mod authorize;
 mod callback;
+pub mod deliver;
 mod dispatch;
 mod error;
 pub mod fetch;
+mod invite;
 pub mod mapping;
 pub mod partner;
 mod partners;
@@ -35,6 +40,7 @@ pub use callback::{CallbackOutcome, CallbackParams};
 pub use dispatch::Workers;
 use engine::Store;
 pub use error::WorkflowError;
+pub use invite::{InvitationSettings, InviteOutcome, Inviter};
 pub use partners::Partners;
 pub use refresh::RefreshOutcome;
 pub use revoke::RevokerSettings;
@@ -59,6 +65,10 @@ pub struct Settings {
     pub refresh_batch: u64,
     /// Transfer workers and dispatcher.
     pub transfer: TransferSettings,
+    /// Clinician invitations.
+    pub invitations: InvitationSettings,
+    /// Emails and webhooks.
+    pub delivery: deliver::DeliverySettings,
 }
 
 /// Process-wide transfer settings (per-partner ones are in [`fetch::TransferConfig`]).
@@ -108,6 +118,8 @@ impl Default for Settings {
             refresh_scan_interval: Duration::from_secs(1),
             refresh_batch: 500,
             transfer: TransferSettings::default(),
+            invitations: InvitationSettings::default(),
+            delivery: deliver::DeliverySettings::default(),
         }
     }
 }
@@ -120,15 +132,24 @@ pub struct Workflows {
     settings: Arc<Settings>,
     /// Whether this process's dispatcher claims due transfers (tests drive them by hand).
     fetch_dispatch: bool,
+    /// Webhook deliveries' HTTP client (no redirects: an endpoint answers, or it failed).
+    webhook_client: reqwest::Client,
 }
 
 impl Workflows {
+    /// The store is told what transitions fan out to (`settings.delivery`).
     pub fn new(store: Store, partners: Partners, settings: Settings) -> Self {
+        let store = store.with_outbox(settings.delivery.outbox());
+        let webhook_client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client with default TLS builds");
         Self {
             store,
             partners,
             settings: Arc::new(settings),
             fetch_dispatch: true,
+            webhook_client,
         }
     }
 

@@ -128,8 +128,8 @@ impl Workflows {
         Ok(())
     }
 
-    /// The maintenance loop until `shutdown` completes: stale-refresh recovery and purging old
-    /// OAuth states. (Refreshes and partner-side revocations are jobs: see `dispatch.rs`.)
+    /// The maintenance loop until `shutdown` completes: stale-refresh recovery, purging old
+    /// OAuth states, expiring invitations. (Refreshes and partner-side revocations are jobs: see `dispatch.rs`.)
     pub async fn maintenance_loop(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -140,6 +140,11 @@ impl Workflows {
             let cutoff = self.store.clock().now() - TimeDelta::days(1);
             if let Err(err) = self.store.purge_authorizations(cutoff).await {
                 tracing::error!(error = %err, "purging old authorizations failed");
+            }
+            match self.expire_invitations().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "invitations expired"),
+                Err(err) => tracing::error!(error = %err, "expiring invitations failed"),
             }
             tokio::select! {
                 _ = &mut shutdown => return,

@@ -74,6 +74,10 @@ pub struct Claims {
     /// Not before, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
+    /// The clinics a clinician belongs to (their invitations are the only ones they see);
+    /// ignored for other roles. Each id is 1–128 characters of `[A-Za-z0-9._-]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clinics: Vec<String>,
 }
 
 impl Claims {
@@ -139,6 +143,27 @@ impl AuthError {
             AuthError::Forbidden { .. } => 403,
             _ => 401,
         }
+    }
+}
+
+/// Most clinics one token may name.
+pub const MAX_CLINICS: usize = 64;
+
+/// Check the clinics of a token before minting or after decoding.
+pub fn validate_clinics(clinics: &[String]) -> Result<(), AuthError> {
+    if clinics.len() > MAX_CLINICS {
+        return Err(AuthError::Malformed(format!(
+            "more than {MAX_CLINICS} clinics"
+        )));
+    }
+    match clinics
+        .iter()
+        .find(|c| !engine::invitation::valid_clinic_id(c))
+    {
+        Some(bad) => Err(AuthError::Malformed(format!(
+            "invalid clinic id {bad:?} (1-128 characters of A-Z a-z 0-9 . _ -)"
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -6,7 +6,7 @@ use std::{fmt, time::Duration};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 
-use super::claims::{AuthError, Claims, Role, validate_subject};
+use super::claims::{AuthError, Claims, Role, validate_clinics, validate_subject};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds: the minting and verifying hosts' clocks
 /// may differ.
@@ -81,6 +81,28 @@ impl JwtKeys {
 
     /// [`Self::mint`] with an explicit issue time.
     pub fn mint_at(&self, role: Role, subject: &str, ttl: Duration, now: DateTime<Utc>) -> String {
+        self.mint_for_clinics_at(role, subject, &[], ttl, now)
+    }
+
+    /// [`Self::mint`] for a clinician of `clinics` (checked with [`validate_clinics`] first).
+    pub fn mint_for_clinics(
+        &self,
+        role: Role,
+        subject: &str,
+        clinics: &[String],
+        ttl: Duration,
+    ) -> String {
+        self.mint_for_clinics_at(role, subject, clinics, ttl, Utc::now())
+    }
+
+    fn mint_for_clinics_at(
+        &self,
+        role: Role,
+        subject: &str,
+        clinics: &[String],
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> String {
         let iat = now.timestamp();
         let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         let claims = Claims {
@@ -91,6 +113,7 @@ impl JwtKeys {
             exp: iat.saturating_add(ttl_secs),
             iat: Some(iat),
             nbf: None,
+            clinics: clinics.to_vec(),
         };
         // HMAC signing of a plain struct cannot fail: no key parsing, and serde_json
         // serializes these fields infallibly.
@@ -133,6 +156,7 @@ impl JwtKeys {
             });
         }
         validate_subject(&claims.sub)?;
+        validate_clinics(&claims.clinics)?;
         Ok(claims)
     }
 }

@@ -19,5 +19,8 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
-pub use claims::{AuthError, Claims, MAX_SUBJECT_LEN, Role, bearer_token, validate_subject};
+pub use claims::{
+    AuthError, Claims, MAX_CLINICS, MAX_SUBJECT_LEN, Role, bearer_token, validate_clinics,
+    validate_subject,
+};
 pub use keys::{DEFAULT_MAX_LIFETIME, JwtKeys, LEEWAY_SECS};

@@ -58,11 +58,12 @@ pub enum Step {
     Fetch,
     Refresh,
     Revoke,
-    Invite,
+    /// Send a connection's due outbox messages (emails, webhooks).
+    Deliver,
 }
 
 impl Step {
-    pub const ALL: [Step; 4] = [Step::Fetch, Step::Refresh, Step::Revoke, Step::Invite];
+    pub const ALL: [Step; 4] = [Step::Fetch, Step::Refresh, Step::Revoke, Step::Deliver];
 
     /// The apalis queue (its `job_type` column) of this step.
     pub fn queue(self) -> &'static str {
@@ -70,7 +71,7 @@ impl Step {
             Step::Fetch => "tributary.fetch",
             Step::Refresh => "tributary.refresh",
             Step::Revoke => "tributary.revoke",
-            Step::Invite => "tributary.invite",
+            Step::Deliver => "tributary.deliver",
         }
     }
 
@@ -79,7 +80,7 @@ impl Step {
             Step::Fetch => "fetch",
             Step::Refresh => "refresh",
             Step::Revoke => "revoke",
-            Step::Invite => "invite",
+            Step::Deliver => "deliver",
         }
     }
 }

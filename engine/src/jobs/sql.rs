@@ -253,10 +253,10 @@ mod tests {
 
     #[test]
     fn payload_is_plain_json() {
-        let bytes = serde_json::to_vec(&job(Step::Invite, "c", 7)).unwrap();
+        let bytes = serde_json::to_vec(&job(Step::Deliver, "c", 7)).unwrap();
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
-            r#"{"step":"invite","connection_id":"c","version":7}"#
+            r#"{"step":"deliver","connection_id":"c","version":7}"#
         );
     }
 }

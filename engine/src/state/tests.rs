@@ -1,7 +1,23 @@
 use chrono::{TimeDelta, Utc};
 
 use super::*;
-use crate::secret::SecretString;
+use crate::{
+    invitation::{EmailAddress, NewInvitation},
+    model::{ErrorInfo, NewAuthorization, TokenSet},
+    secret::SecretString,
+};
+
+fn invite() -> Event {
+    Event::Invite {
+        invitation: NewInvitation {
+            id: "i1".to_owned(),
+            clinic_id: "c1".to_owned(),
+            clinician: "dr".to_owned(),
+            email: EmailAddress::parse("p@example.org").unwrap(),
+            expires_at: Utc::now(),
+        },
+    }
+}
 
 fn tokens() -> TokenSet {
     TokenSet {
@@ -139,7 +155,7 @@ fn terminal_states_only_left_by_reconnect_or_invite() {
             State::Authorizing
         );
         assert_eq!(
-            transition(Some(from), &Event::Invite).unwrap().to,
+            transition(Some(from), &invite()).unwrap().to,
             State::Invited
         );
         for event in [Event::RefreshStarted, Event::Fail, Event::Disconnect] {
@@ -152,4 +168,82 @@ fn terminal_states_only_left_by_reconnect_or_invite() {
 fn refresh_lock_is_exclusive() {
     assert!(transition(Some(State::Refreshing), &Event::RefreshStarted).is_err());
     assert!(transition(Some(State::Authorizing), &Event::RefreshStarted).is_err());
+}
+
+#[test]
+fn invitations_create_send_and_end() {
+    let event = invite();
+    let t = transition(None, &event).unwrap();
+    assert_eq!(t.to, State::Invited);
+    assert_eq!(
+        t.summary().effects,
+        [EffectKind::CreateInvitation, EffectKind::SendInvite]
+    );
+    let ended = |end, last| Event::InvitationEnded {
+        invitation_id: "i1".to_owned(),
+        end,
+        last,
+    };
+    let invited = Some(State::Invited);
+    assert_eq!(
+        transition(invited, &ended(InvitationEnd::Cancelled, true))
+            .unwrap()
+            .to,
+        State::Revoked
+    );
+    assert_eq!(
+        transition(invited, &ended(InvitationEnd::Expired, true))
+            .unwrap()
+            .to,
+        State::Failed
+    );
+    assert_eq!(
+        transition(invited, &ended(InvitationEnd::Expired, false))
+            .unwrap()
+            .to,
+        State::Invited
+    );
+    assert!(transition(Some(State::Active), &ended(InvitationEnd::Expired, true)).is_err());
+    let start = Event::StartAuthorization {
+        authorization: authorization(),
+    };
+    assert!(
+        transition(invited, &start)
+            .unwrap()
+            .has(EffectKind::AcceptInvitations)
+    );
+    assert!(
+        !transition(Some(State::Revoked), &start)
+            .unwrap()
+            .has(EffectKind::AcceptInvitations)
+    );
+    assert_eq!(
+        transition(invited, &Event::Disconnect)
+            .unwrap()
+            .summary()
+            .effects,
+        [EffectKind::DeclineInvitations]
+    );
+    assert!(transition(Some(State::Active), &invite()).is_err());
+}
+
+#[test]
+fn a_stopped_active_connection_notifies_once() {
+    for from in [State::Active, State::Refreshing] {
+        for event in [Event::PartnerRevoked { alert: None }, Event::Fail] {
+            assert!(
+                transition(Some(from), &event)
+                    .unwrap()
+                    .has(EffectKind::NotifyConnectionLost),
+                "{from} {event:?}"
+            );
+        }
+        assert!(
+            !transition(Some(from), &Event::Disconnect)
+                .unwrap()
+                .has(EffectKind::NotifyConnectionLost)
+        );
+    }
+    let declined = transition(Some(State::Authorizing), &Event::AuthorizationDeclined).unwrap();
+    assert!(!declined.has(EffectKind::NotifyConnectionLost));
 }

@@ -178,6 +178,8 @@ impl Store {
             refresh_outcome_unknown_at: Set(None),
             records_conflicting: Set(0),
             reread_at: Set(None),
+            contact_ciphertext: Set(None),
+            contact_key_id: Set(None),
         };
         let txn = self.db.begin().await?;
         if let Err(err) = connection::Entity::insert(row).exec(&txn).await {
@@ -200,8 +202,28 @@ impl Store {
         .filter(connection::Column::Id.eq(id_str.as_str()))
         .exec(&txn)
         .await?;
-        self.table_effects(&txn, &id_str, partner.as_str(), None, &transition, now)
-            .await?;
+        self.table_effects(
+            &txn,
+            &id_str,
+            user.as_str(),
+            partner.as_str(),
+            None,
+            &transition,
+            &change,
+            now,
+        )
+        .await?;
+        self.queue_state_change(
+            &txn,
+            &id_str,
+            user.as_str(),
+            partner.as_str(),
+            &transition,
+            &change,
+            None,
+            now,
+        )
+        .await?;
         insert_journal(&txn, &id_str, 1, &transition, &change, now).await?;
         txn.commit().await?;
         self.after_commit(&transition);
@@ -306,8 +328,28 @@ impl Store {
                 actual,
             });
         };
-        self.table_effects(&txn, &row.id, &row.partner, Some(&row), &transition, now)
-            .await?;
+        self.table_effects(
+            &txn,
+            &row.id,
+            &row.user_id,
+            &row.partner,
+            Some(&row),
+            &transition,
+            &change,
+            now,
+        )
+        .await?;
+        self.queue_state_change(
+            &txn,
+            &row.id,
+            &row.user_id,
+            &row.partner,
+            &transition,
+            &change,
+            swapped.last_error_code.as_deref(),
+            now,
+        )
+        .await?;
         insert_journal(&txn, &row.id, new_version, &transition, &change, now).await?;
         txn.commit().await?;
         self.after_commit(&transition);
@@ -322,6 +364,13 @@ impl Store {
     fn after_commit(&self, transition: &Transition<'_>) {
         if transition.has(EffectKind::RevokeAtPartner) {
             self.revocations_queued.notify_one();
+        }
+        let state_changed = transition.from != Some(transition.to);
+        if transition.has(EffectKind::SendInvite)
+            || transition.has(EffectKind::NotifyConnectionLost)
+            || (state_changed && !self.outbox.webhook_endpoints.is_empty())
+        {
+            self.deliveries_queued.notify_one();
         }
     }
 

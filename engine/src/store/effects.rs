@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Result, Store, StoreError, alerts,
-    entities::{connection, oauth_authorization, partner_revocation},
+    entities::{connection, invitation, oauth_authorization, partner_revocation},
+    invitations::contact_aad,
 };
 use crate::{
-    model::{ErrorInfo, ErrorUpdate, TokenSet},
+    invitation::{InvitationStatus, MessageKind, TARGET_PATIENT},
+    model::{Change, ErrorInfo, ErrorUpdate, TokenSet},
     schedule::refresh::refresh_due,
     state::{Effect, Transition},
     text::storable,
@@ -100,7 +102,20 @@ impl Store {
                     .col_expr(C::RefreshFailures, Expr::col(C::RefreshFailures).add(1))
                     .col_expr(C::RefreshDueAt, Expr::val(retry_at)),
                 Effect::MarkRefreshOutcomeUnknown => set(update, C::RefreshOutcomeUnknownAt, now),
-                Effect::SendInvite
+                // The latest invitation's address is where the patient's notices go.
+                Effect::CreateInvitation(new) => {
+                    let sealed = self
+                        .keyring
+                        .seal(&contact_aad(id), new.email.expose().as_bytes());
+                    let update = set(update, C::ContactCiphertext, sealed.blob);
+                    set(update, C::ContactKeyId, sealed.key_id)
+                }
+                Effect::SendInvite(_)
+                | Effect::AcceptInvitations
+                | Effect::DeclineInvitations
+                | Effect::EndInvitation(..)
+                | Effect::NotifyConnectionLost
+                | Effect::RecordDelivery(_)
                 | Effect::IssueAuthorization(_)
                 | Effect::InvalidateAuthorizations
                 | Effect::RevokeAtPartner
@@ -139,17 +154,90 @@ impl Store {
 
     /// The effects on other tables, after the connection's row was swapped. `before` is the row
     /// as it was (its tokens are the ones a partner revocation must revoke).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn table_effects(
         &self,
         txn: &DatabaseTransaction,
         id: &str,
+        user_id: &str,
         partner: &str,
         before: Option<&connection::Model>,
         transition: &Transition<'_>,
+        change: &Change,
         now: DateTime<Utc>,
     ) -> Result<()> {
         for effect in &transition.effects {
             match *effect {
+                Effect::CreateInvitation(new) => {
+                    self.insert_invitation(txn, id, user_id, partner, new, now)
+                        .await?;
+                }
+                Effect::SendInvite(invitation_id) => {
+                    let counted = invitation::Entity::update_many()
+                        .col_expr(
+                            invitation::Column::SentCount,
+                            Expr::col(invitation::Column::SentCount).add(1),
+                        )
+                        .col_expr(invitation::Column::LastSentAt, Expr::val(now))
+                        .filter(invitation::Column::Id.eq(invitation_id))
+                        .filter(invitation::Column::ConnectionId.eq(id))
+                        .filter(invitation::Column::Status.eq(InvitationStatus::Pending.as_str()))
+                        .exec(txn)
+                        .await?;
+                    if counted.rows_affected != 1 {
+                        // Not a pending invitation of this connection: nothing to send.
+                        return Err(StoreError::AlreadyDone);
+                    }
+                    let clinic = invitation::Entity::find_by_id(invitation_id.to_owned())
+                        .one(txn)
+                        .await?
+                        .map(|row| row.clinic_id);
+                    let payload = serde_json::json!({
+                        "template": "invite",
+                        "partner": partner,
+                        "clinicId": clinic,
+                        "invitationId": invitation_id,
+                    });
+                    self.queue_message(
+                        txn,
+                        id,
+                        MessageKind::InviteEmail,
+                        TARGET_PATIENT,
+                        Some(invitation_id),
+                        payload,
+                        now,
+                    )
+                    .await?;
+                }
+                Effect::AcceptInvitations => {
+                    self.close_invitations(txn, id, None, InvitationStatus::Accepted, now)
+                        .await?;
+                }
+                Effect::DeclineInvitations => {
+                    self.close_invitations(txn, id, None, InvitationStatus::Declined, now)
+                        .await?;
+                }
+                Effect::EndInvitation(invitation_id, end) => {
+                    let closed = self
+                        .close_invitations(txn, id, Some(invitation_id), end.status(), now)
+                        .await?;
+                    if closed != 1 {
+                        return Err(StoreError::AlreadyDone);
+                    }
+                }
+                Effect::NotifyConnectionLost => {
+                    if let Some(before) = before {
+                        let reason = change.reason.as_deref().or(match &change.error {
+                            ErrorUpdate::Set(info) => Some(info.code.as_str()),
+                            _ => before.last_error_code.as_deref(),
+                        });
+                        self.queue_connection_lost(txn, before, transition.to, reason, now)
+                            .await?;
+                    }
+                }
+                Effect::RecordDelivery(record) => {
+                    self.record_delivery_in(txn, record, now).await?;
+                }
                 Effect::InvalidateAuthorizations => {
                     oauth_authorization::Entity::update_many()
                         .set(oauth_authorization::ActiveModel {
@@ -220,8 +308,7 @@ impl Store {
                         return Err(StoreError::AlreadyDone);
                     }
                 }
-                Effect::SendInvite
-                | Effect::StoreTokens(_)
+                Effect::StoreTokens(_)
                 | Effect::DiscardTokens
                 | Effect::ScheduleFetch
                 | Effect::CancelFetch

@@ -8,6 +8,8 @@
 //! - `authorizations.rs`: single-use OAuth `state`s.
 //! - `revocations.rs`: partner-side revocations still owed.
 //! - `alerts.rs`: operator alerts.
+//! - `invitations.rs`: clinician invitations; `outbox.rs`: messages transitions owe, their
+//!   claims and leases; `delivery.rs`: what a delivery attempt came to.
 //! - `transfer.rs`: the transfer's types and its lease protocol; by operation:
 //!   `claim.rs` (due transfers and refreshes), `start.rs`, `commit.rs` (window commits),
 //!   `upsert.rs` (records and skipped records), `finish.rs` (yields, failures, sync requests),
@@ -20,10 +22,13 @@ mod authorizations;
 mod claim;
 mod commit;
 mod connections;
+mod delivery;
 mod effects;
 pub mod entities;
 mod finish;
 mod group;
+mod invitations;
+mod outbox;
 mod records;
 mod revocations;
 mod rows;
@@ -36,7 +41,9 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 pub use authorizations::{AuthorizationPeek, AuthorizationRejected, ConsumedAuthorization};
 pub use commit::GroupStats;
 pub use connections::Applied;
+pub use invitations::InvitationQuery;
 use migrations::{Migrator, MigratorTrait};
+pub use outbox::{DataSynced, DeliveryAttempt, OutboxMessage, OutboxQuery, OutboxSettings};
 pub use revocations::{DueRevocation, RevocationStatus};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector,
@@ -139,6 +146,10 @@ pub struct Store {
     groups: Arc<commit::Groups>,
     /// Woken by a transition that queued a partner revocation (see `connections::after_commit`).
     revocations_queued: Arc<tokio::sync::Notify>,
+    /// What transitions fan out to through the outbox.
+    outbox: Arc<OutboxSettings>,
+    /// Woken by a transition that queued an outbox message.
+    deliveries_queued: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -223,6 +234,8 @@ impl Store {
             clock: Arc::new(SystemClock),
             failpoints: Failpoints::default(),
             revocations_queued: Arc::new(tokio::sync::Notify::new()),
+            outbox: Arc::new(OutboxSettings::default()),
+            deliveries_queued: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

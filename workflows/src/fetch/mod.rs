@@ -148,6 +148,8 @@ impl Workflows {
         };
         let mut windows = 0;
         let mut totals = ChunkStatsReport::default();
+        // The data time range this run covers, for its `connection.data_synced` event.
+        let span_start = rereads.front().map_or(from, |window| window.0);
         loop {
             let (start, to, kinds) = match rereads.front() {
                 Some(&(start, end)) => (start, end, reread.as_ref().map(|r| r.kinds.as_slice())),
@@ -206,6 +208,8 @@ impl Workflows {
             windows += 1;
             if last {
                 failpoints.hit(failpoint::FETCH_FINISHED)?;
+                self.data_synced(&lease.connection, span_start, to, &totals)
+                    .await;
                 return Ok(FetchReport::Completed {
                     windows,
                     stats: totals,
@@ -227,11 +231,39 @@ impl Workflows {
                     .finish_sync(&lease, SyncEnd::Yielded { next_sync_at: next })
                     .await?;
                 failpoints.hit(failpoint::FETCH_FINISHED)?;
+                self.data_synced(&lease.connection, span_start, to, &totals)
+                    .await;
                 return Ok(FetchReport::Yielded {
                     windows,
                     stats: totals,
                 });
             }
+        }
+    }
+
+    /// A run that stored new or changed records tells the webhook endpoints, once, after its
+    /// last commit (docs/notifications.md#webhooks): a crash before this loses the event, never
+    /// the data. Nothing is written when no endpoint is configured.
+    async fn data_synced(
+        &self,
+        connection: &engine::model::Connection,
+        from: DateTime<Utc>,
+        through: DateTime<Utc>,
+        totals: &ChunkStatsReport,
+    ) {
+        if totals.inserted + totals.updated == 0
+            || self.store.outbox_settings().webhook_endpoints.is_empty()
+        {
+            return;
+        }
+        let event = engine::store::DataSynced {
+            from,
+            through,
+            inserted: totals.inserted,
+            updated: totals.updated,
+        };
+        if let Err(err) = self.store.queue_data_synced(connection, &event).await {
+            tracing::warn!(connection = %connection.id, error = %err, "queueing the data_synced event failed");
         }
     }
 

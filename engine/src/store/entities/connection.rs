@@ -50,6 +50,10 @@ pub struct Model {
     pub records_conflicting: i64,
     /// When the partner's late-change horizon was last re-read.
     pub reread_at: Option<DateTimeUtc>,
+    /// The patient's email address for notices, AES-256-GCM sealed; associated data =
+    /// `contact:<id>` (docs/notifications.md#personal-data).
+    pub contact_ciphertext: Option<Vec<u8>>,
+    pub contact_key_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

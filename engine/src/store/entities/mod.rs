@@ -4,7 +4,10 @@
 pub mod connection;
 pub mod connection_event;
 pub mod data_record;
+pub mod delivery_attempt;
+pub mod invitation;
 pub mod oauth_authorization;
 pub mod operator_alert;
+pub mod outbox;
 pub mod partner_revocation;
 pub mod skipped_record;
