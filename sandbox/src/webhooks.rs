@@ -72,8 +72,10 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// `Some(t)`: the clock is frozen at `t`; `None`: system time.
+    /// `Some(t)`: the clock is frozen at `t`; `None`: system time (or `clock`).
     now: Option<DateTime<Utc>>,
+    /// A clock to follow instead of system time (a sender's test clock).
+    clock: Option<Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>>,
     /// Scripted failures, consumed front first: (remaining deliveries, status).
     fail_next: VecDeque<(usize, u16)>,
     fail_all: Option<u16>,
@@ -152,6 +154,11 @@ impl WebhookReceiver {
     /// returns to system time with `None`.
     pub fn set_now(&self, now: Option<DateTime<Utc>>) {
         self.lock().now = now;
+    }
+
+    /// Follows `clock` (a sender's test clock, moved by the test) instead of system time.
+    pub fn follow_clock(&self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) {
+        self.lock().clock = Some(Arc::new(clock));
     }
 
     /// Every attempt, in arrival order.
@@ -284,7 +291,11 @@ async fn receive(req: &Request, body: Body, Data(shared): Data<&Arc<Shared>>) ->
     let id = header(req, "webhook-id");
     let timestamp = header(req, "webhook-timestamp");
     let mut state = shared.lock();
-    let now = state.now.unwrap_or_else(Utc::now).timestamp();
+    let now = state
+        .now
+        .or_else(|| state.clock.as_ref().map(|clock| clock()))
+        .unwrap_or_else(Utc::now)
+        .timestamp();
     let verdict = verify(
         &shared.key,
         id,

@@ -4,12 +4,14 @@
 
 mod callbacks;
 mod connect;
+mod deliveries;
 mod harness;
 mod helpers;
 mod hostile;
 mod http;
 mod invitations;
 mod lifecycle;
+mod notices;
 mod steps;
 mod transfer;
 mod transfer_faults;
