@@ -139,6 +139,10 @@ pub struct TokenArgs {
     /// 7d). At most 365d.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
     pub ttl: Duration,
+    /// A clinic the clinician belongs to (the `clinics` claim; repeat for several): they see
+    /// and manage only these clinics' invitations. Only with `--role clinician`.
+    #[arg(long = "clinic", value_name = "ID", value_parser = parse_clinic)]
+    pub clinics: Vec<String>,
     /// Database URL (database.url); only used to find the development secrets file.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
@@ -166,6 +170,11 @@ impl From<RoleArg> for Role {
             RoleArg::Ops => Role::Ops,
         }
     }
+}
+
+fn parse_clinic(s: &str) -> Result<String, String> {
+    api::auth::validate_clinics(&[s.to_owned()]).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
 }
 
 fn parse_subject(s: &str) -> Result<String, String> {
@@ -309,7 +318,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .into());
             }
-            println!("{}", keys.mint(args.role.into(), &args.subject, args.ttl));
+            if !args.clinics.is_empty() && args.role != RoleArg::Clinician {
+                return Err(ConfigError::invalid(
+                    "",
+                    "`--clinic` names a clinician's clinics: use it with `--role clinician`",
+                )
+                .into());
+            }
+            if args.clinics.len() > api::auth::MAX_CLINICS {
+                return Err(ConfigError::invalid(
+                    "",
+                    format!("at most {} `--clinic`s", api::auth::MAX_CLINICS),
+                )
+                .into());
+            }
+            let token =
+                keys.mint_for_clinics(args.role.into(), &args.subject, &args.clinics, args.ttl);
+            println!("{token}");
             Ok(())
         }
     }

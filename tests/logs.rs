@@ -63,6 +63,34 @@ async fn no_secret_or_health_datum_reaches_the_logs(db: &TestDb) {
             config.crypto.keys["k1"].expose().clone(),
         ),
     ];
+    // Email through a real SMTP server, with credentials; a webhook endpoint with its secret.
+    let smtp = sandbox::smtp::SmtpServer::start().await.unwrap();
+    smtp.require_auth("tributary", "smtp-password-1");
+    let mut config = config;
+    config.email.relay = Some("127.0.0.1".to_owned());
+    config.email.port = smtp.port();
+    config.email.tls = tributary::config::TlsMode::None;
+    config.email.username = Some("tributary".to_owned());
+    config.email.password = Some("smtp-password-1".into());
+    config.email.from = Some("no-reply@tidepool.example".to_owned());
+    config.email.invite_link = Some("https://app.example/c/{partner}?i={id}".to_owned());
+    secrets.push(("SMTP password".into(), "smtp-password-1".into()));
+    let (_, hook_secret) = workflows::deliver::signature::WebhookSecret::generate();
+    let receiver = sandbox::webhooks::WebhookReceiver::start(&hook_secret)
+        .await
+        .unwrap();
+    config.webhooks.insert(
+        "web".to_owned(),
+        tributary::config::WebhookConfig {
+            url: receiver.url().parse().unwrap(),
+            secret: hook_secret.clone().into(),
+        },
+    );
+    secrets.push(("webhook secret".into(), hook_secret.clone()));
+    secrets.push((
+        "webhook key".into(),
+        hook_secret.trim_start_matches("whsec_").to_owned(),
+    ));
     let app = TestApp::spawn_with(config).await;
     for client in &app.sandbox.config().clients {
         secrets.push(("client secret".into(), client.client_secret.clone()));
@@ -136,6 +164,30 @@ async fn no_secret_or_health_datum_reaches_the_logs(db: &TestDb) {
         "rotated refresh token".into(),
         second.refresh_token.as_ref().unwrap().expose().clone(),
     ));
+
+    // A clinician invites a patient: the address is personal data, and so are its parts.
+    let address = "mira.patient@example.org";
+    secrets.push(("invited patient's address".into(), address.into()));
+    secrets.push(("invited patient's mailbox".into(), "mira.patient".into()));
+    let clinician = app.jwt.mint_for_clinics(
+        api::auth::Role::Clinician,
+        "dr-a",
+        &["c1".to_owned()],
+        std::time::Duration::from_secs(600),
+    );
+    let (status, invitation) = app
+        .post_json(
+            "/v1/clinics/c1/invites",
+            &clinician,
+            serde_json::json!({ "patientUserId": "mira", "email": address, "partner": "sandbox-cgm" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{invitation}");
+    let mail = smtp.wait_for(1, std::time::Duration::from_secs(30)).await;
+    assert_eq!(mail[0].rcpt_to, [address]);
+    receiver
+        .wait_for_events(3, std::time::Duration::from_secs(30))
+        .await;
 
     // Disconnect; the refresh token is revoked at the partner in the background.
     let (status, body) = app

@@ -211,6 +211,32 @@ pub struct OutboxApi {
 }
 
 impl OutboxApi {
+    /// A page of messages for operators, `kind` fixed by the route or chosen by the caller.
+    async fn list(
+        &self,
+        caller: &crate::security::Caller,
+        kind: Option<MessageKind>,
+        status: Option<MessageStatusJson>,
+        connection_id: Option<&str>,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> OutboxResponse {
+        let result = async {
+            caller.require(OPS_ROLES)?;
+            let query = OutboxQuery {
+                kind,
+                status: status.map(Into::into),
+                connection_id: connection_id.map(parse_connection_id).transpose()?,
+                ..OutboxQuery::default()
+            };
+            self.page(query, cursor, limit).await
+        };
+        match result.await {
+            Ok(page) => OutboxResponse::Ok(Json(page)),
+            Err(problem) => problem.into(),
+        }
+    }
+
     async fn page(
         &self,
         mut query: OutboxQuery,
@@ -264,24 +290,15 @@ impl OutboxApi {
         /// `nextCursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> OutboxResponse {
-        let result = async {
-            caller.require(OPS_ROLES)?;
-            let query = OutboxQuery {
-                kind: kind.0.map(Into::into),
-                status: status.0.map(Into::into),
-                connection_id: connection_id
-                    .0
-                    .as_deref()
-                    .map(parse_connection_id)
-                    .transpose()?,
-                ..OutboxQuery::default()
-            };
-            self.page(query, cursor.0.as_deref(), limit.0).await
-        };
-        match result.await {
-            Ok(page) => OutboxResponse::Ok(Json(page)),
-            Err(problem) => problem.into(),
-        }
+        self.list(
+            &caller,
+            kind.0.map(Into::into),
+            status.0,
+            connection_id.0.as_deref(),
+            limit.0,
+            cursor.0.as_deref(),
+        )
+        .await
     }
 
     /// Webhook deliveries and their attempts, newest first.
@@ -303,24 +320,15 @@ impl OutboxApi {
         /// `nextCursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> OutboxResponse {
-        let result = async {
-            caller.require(OPS_ROLES)?;
-            let query = OutboxQuery {
-                kind: Some(MessageKind::Webhook),
-                status: status.0.map(Into::into),
-                connection_id: connection_id
-                    .0
-                    .as_deref()
-                    .map(parse_connection_id)
-                    .transpose()?,
-                ..OutboxQuery::default()
-            };
-            self.page(query, cursor.0.as_deref(), limit.0).await
-        };
-        match result.await {
-            Ok(page) => OutboxResponse::Ok(Json(page)),
-            Err(problem) => problem.into(),
-        }
+        self.list(
+            &caller,
+            Some(MessageKind::Webhook),
+            status.0,
+            connection_id.0.as_deref(),
+            limit.0,
+            cursor.0.as_deref(),
+        )
+        .await
     }
 
     /// Deliver a webhook event again (same id and body: receivers deduplicate by

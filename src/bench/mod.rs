@@ -21,6 +21,7 @@ mod report;
 /// integration test, `tests/processes/`).
 pub mod seed;
 mod transfers;
+mod webhooks;
 mod workers;
 
 use std::{
@@ -113,6 +114,18 @@ pub struct BenchArgs {
     /// re-read's cost is the difference to a run without.
     #[arg(long)]
     pub reread_due: bool,
+    /// Run a webhook receiver in this process and configure it in every worker
+    /// (`[webhooks.bench]`): each cycle then queues and delivers one `connection.data_synced`
+    /// event. Reports the events accepted and the outbox rows still pending.
+    #[arg(long)]
+    pub webhooks: bool,
+    /// For each configuration, run it without and with webhooks alternately, `--ab-rounds`
+    /// times each, and report the rounds and the mean ratio.
+    #[arg(long)]
+    pub ab_webhooks: bool,
+    /// Rounds of `--ab-webhooks`.
+    #[arg(long, default_value_t = 3)]
+    pub ab_rounds: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -152,6 +165,8 @@ struct Outcome {
     floor_sql_c: Option<f64>,
     floor_apalis: Option<f64>,
     refresh: Option<refresh::RefreshOutcome>,
+    /// `Some` for a run with webhooks.
+    webhooks: Option<webhooks::HookOutcome>,
 }
 
 const PARTNER: &str = "sandbox-cgm";
@@ -189,27 +204,44 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for backend in &args.backend {
         for &n in &args.connections {
             for (k, &processes) in args.processes.iter().enumerate() {
-                let floors = !args.no_floors && k == 0;
-                eprintln!(
-                    "bench: {} N={n} processes={processes}{}",
-                    backend.name(),
-                    if floors { " (+ floors)" } else { "" }
-                );
-                let outcome = run_one(
-                    &args,
-                    *backend,
-                    n,
-                    processes,
-                    floors,
-                    work.path(),
-                    &exe,
-                    &sandbox,
-                    frozen,
-                )
-                .await
-                .with_context(|| format!("{} N={n} processes={processes}", backend.name()))?;
-                eprintln!("bench: {outcome:?}");
-                outcomes.push(outcome);
+                // With `--ab-webhooks`: without, with, without, with, …
+                let plan = if args.ab_webhooks {
+                    [false, true].repeat(args.ab_rounds)
+                } else {
+                    vec![args.webhooks]
+                };
+                for (i, &hooks) in plan.iter().enumerate() {
+                    let floors = !args.no_floors && k == 0 && i == 0;
+                    eprintln!(
+                        "bench: {} N={n} processes={processes}{}{}",
+                        backend.name(),
+                        if hooks { " webhooks" } else { "" },
+                        if floors { " (+ floors)" } else { "" }
+                    );
+                    let outcome = run_one(
+                        &args,
+                        *backend,
+                        n,
+                        processes,
+                        (floors, hooks),
+                        work.path(),
+                        &exe,
+                        &sandbox,
+                        frozen,
+                    )
+                    .await
+                    .with_context(|| format!("{} N={n} processes={processes}", backend.name()))?;
+                    eprintln!("bench: {outcome:?}");
+                    if args.ab_webhooks {
+                        eprintln!(
+                            "bench:   round {} {}: {:.0} cycles/s",
+                            i / 2 + 1,
+                            if hooks { "with webhooks" } else { "without" },
+                            outcome.cycles_per_sec
+                        );
+                    }
+                    outcomes.push(outcome);
+                }
             }
         }
     }
@@ -217,6 +249,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let _ = sandbox_task.await;
 
     println!("{}", report(&args, &outcomes));
+    print!("{}", webhooks::report(&outcomes, args.ab_webhooks));
     if args.keep {
         let kept = work.keep();
         eprintln!("bench: kept {}", kept.display());
@@ -230,15 +263,29 @@ async fn run_one(
     backend: BackendArg,
     n: usize,
     processes: usize,
-    floors: bool,
+    (floors, hooks): (bool, bool),
     dir: &Path,
     exe: &Path,
     sandbox: &Sandbox,
     frozen: DateTime<Utc>,
 ) -> anyhow::Result<Outcome> {
+    let hooks = if hooks {
+        Some(webhooks::BenchHooks::start().await?)
+    } else {
+        None
+    };
     let db = BenchDb::create(backend, &args.database_url, dir).await?;
     let result = run_in(
-        args, backend, n, processes, floors, dir, exe, sandbox, frozen, &db,
+        args,
+        backend,
+        n,
+        processes,
+        (floors, hooks.as_ref()),
+        dir,
+        exe,
+        sandbox,
+        frozen,
+        &db,
     )
     .await;
     db.drop_db().await;
@@ -251,7 +298,7 @@ async fn run_in(
     backend: BackendArg,
     n: usize,
     processes: usize,
-    floors: bool,
+    (floors, hooks): (bool, Option<&webhooks::BenchHooks>),
     dir: &Path,
     exe: &Path,
     sandbox: &Sandbox,
@@ -369,7 +416,7 @@ async fn run_in(
     let records_before = seed::record_count(&store).await?;
 
     // Worker processes.
-    let config = write_worker_config(args, dir, &db.url, &key, sandbox)?;
+    let config = write_worker_config(args, dir, &db.url, &key, sandbox, hooks)?;
     let mut children = Vec::new();
     for _ in 0..processes {
         children.push(spawn_worker(exe, &config, dir)?);
@@ -384,11 +431,22 @@ async fn run_in(
         let measured = refresh::measure(args, &store, sandbox, n, workers, &mut outcome).await;
         (measured, Ok(()))
     } else {
-        let measured = measure(args, &store, n, &mut outcome).await;
-        let lag = match &measured {
+        let mut measured = measure(args, &store, n, &mut outcome).await;
+        let mut hooked = webhooks::HookOutcome::default();
+        if let (Some(_), Ok(())) = (hooks, &measured) {
+            match webhooks::count(&store, Some("pending")).await {
+                Ok(pending) => hooked.pending_after_measure = pending,
+                Err(err) => measured = Err(err),
+            }
+        }
+        let mut lag = match &measured {
             Ok(()) => lag_phase(args, &store, &lag_ids, &mut outcome).await,
             Err(_) => Ok(()),
         };
+        if let (Some(hooks), Ok(()), Ok(())) = (hooks, &measured, &lag) {
+            lag = hooks.drain(&store, &mut hooked).await;
+        }
+        outcome.webhooks = hooks.map(|_| hooked);
         (measured, lag)
     };
     outcome.rss_mib = children.iter().map(|c| vm_hwm_mib(c.id())).collect();
@@ -402,6 +460,9 @@ async fn run_in(
     let lag_done = outcome.lag_count - outcome.lag_unfinished;
     outcome.records_per_cycle = records as f64 / (done as usize + lag_done).max(1) as f64;
     outcome.errors = errors;
+    if let (Some(hooks), Some(hooked)) = (hooks, outcome.webhooks.as_mut()) {
+        hooks.finish(&store, hooked).await?;
+    }
     store.close().await;
     Ok(outcome)
 }

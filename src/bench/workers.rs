@@ -14,18 +14,20 @@ use base64::Engine as _;
 use rand::RngCore as _;
 use sandbox::{Flavor, Sandbox};
 
-use super::{BenchArgs, PARTNER, db::uuid_suffix};
+use super::{BenchArgs, PARTNER, db::uuid_suffix, webhooks::BenchHooks};
 
 /// The configuration every worker process loads: the bench database, the bench keyring, the
-/// sandbox CGM partner at the bench's sandbox with overlap 0 and no client-side rate limit.
+/// sandbox CGM partner at the bench's sandbox with overlap 0 and no client-side rate limit;
+/// with `hooks`, the bench's webhook receiver as `[webhooks.bench]`.
 pub(super) fn write_worker_config(
     args: &BenchArgs,
     dir: &Path,
     url: &str,
     key: &[u8; 32],
     sandbox: &Sandbox,
+    hooks: Option<&BenchHooks>,
 ) -> anyhow::Result<PathBuf> {
-    let toml = worker_config_toml(
+    let mut toml = worker_config_toml(
         url,
         key,
         sandbox,
@@ -47,6 +49,9 @@ pub(super) fn write_worker_config(
             partner_settings: "requests_per_second = 1000000.0\ntransfer.overlap_secs = 0",
         },
     )?;
+    if let Some(hooks) = hooks {
+        toml.push_str(&hooks.toml());
+    }
     let path = dir.join(format!("worker-{}.toml", uuid_suffix()));
     let mut file = std::fs::File::create(&path)?;
     file.write_all(toml.as_bytes())?;

@@ -179,3 +179,55 @@ fn token_lifetimes_stay_within_what_the_service_accepts() {
         );
     }
 }
+
+#[test]
+fn clinician_tokens_carry_their_clinics() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TRIBUTARY_AUTH__JWT_SECRET", JWT_SECRET),
+        ("TRIBUTARY_CRYPTO__KEYS__PROD", KEY),
+        ("TRIBUTARY_DEV_SECRETS", "false"),
+    ];
+    let args = [
+        "token",
+        "--role",
+        "clinician",
+        "--subject",
+        "dr-a",
+        "--clinic",
+        "c1",
+        "--clinic",
+        "c2",
+    ];
+    let out = tributary(dir.path(), &args, &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let claims = JwtKeys::new(JWT_SECRET.as_bytes(), "tributary", "tributary")
+        .verify(stdout(&out).trim())
+        .unwrap();
+    assert_eq!(claims.role, Role::Clinician);
+    assert_eq!(claims.clinics, ["c1", "c2"]);
+
+    for (bad, why) in [
+        (
+            vec!["token", "--role", "ops", "--subject", "o", "--clinic", "c1"],
+            "--role clinician",
+        ),
+        (
+            vec![
+                "token",
+                "--role",
+                "clinician",
+                "--subject",
+                "d",
+                "--clinic",
+                "a/b",
+            ],
+            "invalid clinic id",
+        ),
+    ] {
+        let out = tributary(dir.path(), &bad, &env);
+        assert!(!out.status.success(), "{bad:?}");
+        assert!(stdout(&out).is_empty(), "no token for {bad:?}");
+        assert!(stderr(&out).contains(why), "{bad:?}: {}", stderr(&out));
+    }
+}

@@ -72,6 +72,27 @@ pub async fn invite(app: &TestApp, token: &str, clinic: &str, user: &str) -> (St
     .await
 }
 
+/// The invited patient `user` completes the invitation the ordinary way: authorize, consent
+/// at the sandbox as `<user>-at-partner`, callback.
+pub async fn accept(app: &TestApp, connection_id: &str, user: &str) {
+    let (status, started) = app
+        .post(
+            &format!("/v1/connections/{connection_id}/authorize"),
+            &app.user_token(user),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let callback = app
+        .consent(
+            started["authorizeUrl"].as_str().unwrap(),
+            &format!("{user}-at-partner"),
+            true,
+        )
+        .await;
+    let (status, page) = app.follow_callback(&callback).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+}
+
 async fn a_clinician_invites_and_the_patient_connects(db: &TestDb) {
     let smtp = SmtpServer::start().await.unwrap();
     let app = TestApp::spawn_with(mail_config(db, &smtp)).await;
@@ -130,22 +151,7 @@ async fn a_clinician_invites_and_the_patient_connects(db: &TestDb) {
     assert_eq!(list[0]["state"], "invited");
     let connection_id = invitation["connectionId"].as_str().unwrap().to_owned();
     assert_eq!(list[0]["id"], connection_id.as_str());
-    let (status, started) = app
-        .post(
-            &format!("/v1/connections/{connection_id}/authorize"),
-            &app.user_token("pat"),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{started}");
-    let callback = app
-        .consent(
-            started["authorizeUrl"].as_str().unwrap(),
-            "pat-at-partner",
-            true,
-        )
-        .await;
-    let (status, _) = app.follow_callback(&callback).await;
-    assert_eq!(status, StatusCode::OK);
+    accept(&app, &connection_id, "pat").await;
 
     // The clinic sees the connection active (not the data), and data flow.
     let (status, seen) = app.get(&format!("/v1/clinics/c1/invites/{id}"), &dr).await;
@@ -159,7 +165,7 @@ async fn a_clinician_invites_and_the_patient_connects(db: &TestDb) {
         async move { !store.record_ids(cid, true).await.unwrap().is_empty() }
     })
     .await;
-    let (status, _) = app.get(&format!("/v1/users/pat/data"), &dr).await;
+    let (status, _) = app.get("/v1/users/pat/data", &dr).await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,

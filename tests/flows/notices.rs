@@ -20,7 +20,7 @@ use workflows::deliver::signature::WebhookSecret;
 
 use crate::{
     harness::Harness,
-    invitations::{PATIENT_EMAIL, clinician, invite, mail_config},
+    invitations::{PATIENT_EMAIL, accept, clinician, invite, mail_config},
 };
 
 engine::backend_tests!(a_revoked_connection_notifies_once_per_episode_and_emits_webhooks);
@@ -77,30 +77,10 @@ async fn a_revoked_connection_notifies_once_per_episode_and_emits_webhooks(db: &
     assert_eq!(status, StatusCode::CREATED, "{invitation}");
     let id = invitation["connectionId"].as_str().unwrap().to_owned();
     let cid: engine::ids::ConnectionId = id.parse().unwrap();
-    let connect = |round: u32| {
-        let id = id.clone();
-        async move {
-            let (status, started) = app
-                .post(
-                    &format!("/v1/connections/{id}/authorize"),
-                    &app.user_token("pat"),
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "round {round}: {started}");
-            let callback = app
-                .consent(
-                    started["authorizeUrl"].as_str().unwrap(),
-                    "pat-at-partner",
-                    true,
-                )
-                .await;
-            assert_eq!(app.follow_callback(&callback).await.0, StatusCode::OK);
-        }
-    };
     let mails = |n: usize| smtp.wait_for(n, Duration::from_secs(30));
 
     for round in 1..=2u32 {
-        connect(round).await;
+        accept(app, &id, "pat").await;
         let reports = h.cycle().await;
         assert!(!reports.is_empty(), "round {round}: the first transfer ran");
         // The partner withdraws access; the next transfer finds out.

@@ -138,10 +138,7 @@ impl Store {
                 .await?
         {
             outbox::Entity::update_many()
-                .col_expr(
-                    outbox::Column::NextAttemptAt,
-                    Expr::val(*next_attempt_at).into(),
-                )
+                .col_expr(outbox::Column::NextAttemptAt, Expr::val(*next_attempt_at))
                 .filter(outbox::Column::ConnectionId.eq(row.connection_id))
                 .filter(outbox::Column::Target.eq(row.target))
                 .filter(outbox::Column::Kind.eq(MessageKind::Webhook.as_str()))

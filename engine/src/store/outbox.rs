@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::ExprTrait as _,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::ExprTrait as _,
 };
 use serde_json::json;
 
@@ -125,6 +125,7 @@ impl Store {
     }
 
     /// Writes one message, due at once, in the caller's transaction.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn queue_message(
         &self,
         txn: &DatabaseTransaction,
@@ -326,27 +327,7 @@ impl Store {
                 ORDER BY next_attempt_at LIMIT $3 {lock}) \
              RETURNING connection_id"
         );
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [
-                    until.into(),
-                    now.into(),
-                    i64::try_from(limit).unwrap_or(i64::MAX).into(),
-                ],
-            ))
-            .await?;
-        let mut ids = BTreeSet::new();
-        for row in rows {
-            let id: String = row.try_get("", "connection_id")?;
-            ids.insert(
-                id.parse::<ConnectionId>()
-                    .map_err(|_| StoreError::Corrupt(format!("connection id {id:?}")))?,
-            );
-        }
-        Ok(ids.into_iter().collect())
+        self.claimed_connection_ids(sql, until, now, limit).await
     }
 
     /// The connection's pending messages, in order (due or not: a webhook waits for the

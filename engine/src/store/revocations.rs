@@ -84,7 +84,7 @@ impl Store {
         limit: u64,
         lease: std::time::Duration,
     ) -> Result<Vec<ConnectionId>> {
-        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+        use sea_orm::DbBackend;
         let now = self.clock.now();
         let until =
             now + chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::minutes(2));
@@ -101,10 +101,23 @@ impl Store {
                 ORDER BY next_attempt_at LIMIT $3 {lock}) \
              RETURNING connection_id"
         );
+        self.claimed_connection_ids(sql, until, now, limit).await
+    }
+
+    /// Runs a claim `UPDATE … RETURNING connection_id` with parameters (`$1` until, `$2` now,
+    /// `$3` limit) and returns the claimed connections, once each (the outbox's claim too).
+    pub(super) async fn claimed_connection_ids(
+        &self,
+        sql: String,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<ConnectionId>> {
+        use sea_orm::{ConnectionTrait, Statement};
         let rows = self
             .db
             .query_all_raw(Statement::from_sql_and_values(
-                backend,
+                self.db.get_database_backend(),
                 sql,
                 [
                     until.into(),
