@@ -50,7 +50,7 @@ use figment::{
 };
 use serde::Deserialize;
 
-pub(crate) use self::notify::delivery;
+pub use self::notify::delivery;
 pub(crate) use self::validate::decode_key;
 pub use self::{
     bounds::{MAX_DAYS, MAX_SECS, MAX_TIMEOUT_SECS},

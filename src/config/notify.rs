@@ -218,10 +218,9 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// What the deliver step sends and the invitation workflow needs, from the configuration.
-pub(crate) fn delivery(
-    config: &Config,
-) -> Result<(DeliverySettings, InvitationSettings), ConfigError> {
+/// What the deliver step sends and the invitation workflow needs, from the configuration. Call
+/// it inside a Tokio runtime: an SMTP transport starts its connection pool when it is built.
+pub fn delivery(config: &Config) -> Result<(DeliverySettings, InvitationSettings), ConfigError> {
     let email = &config.email;
     let public = config
         .server

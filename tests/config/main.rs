@@ -7,6 +7,7 @@
 mod bounds;
 mod environment;
 mod layering;
+mod notify;
 mod partners;
 mod production;
 mod secrets;

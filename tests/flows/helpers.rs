@@ -46,6 +46,12 @@ pub fn test_config(db: &TestDb) -> Config {
         "k1".to_owned(),
         base64::engine::general_purpose::STANDARD.encode(key).into(),
     );
+    // The development mail directory: beside an SQLite file (in its temporary directory), but
+    // for PostgreSQL it would be the working directory, the repository: a directory of its own.
+    if !db.url.starts_with("sqlite:") {
+        config.email.directory =
+            Some(std::env::temp_dir().join(format!("tributary-mail-{}", uuid::Uuid::new_v4())));
+    }
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter("info,sqlx=warn")

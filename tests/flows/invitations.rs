@@ -21,6 +21,7 @@ engine::backend_tests!(
     a_clinician_invites_and_the_patient_connects,
     another_clinic_sees_nothing,
     resend_is_limited_cancel_and_expiry_end_invitations,
+    in_development_emails_go_to_a_directory,
 );
 
 pub const INVITE_LINK: &str = "https://app.example/connect/{partner}?invitation={id}";
@@ -335,4 +336,42 @@ async fn resend_is_limited_cancel_and_expiry_end_invitations(db: &TestDb) {
         (status, body["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_email"))
     );
+}
+
+/// No mail server configured, development mode: each message is an `.eml` file beside the
+/// database (or in `email.directory`), listed by the outbox.
+async fn in_development_emails_go_to_a_directory(db: &TestDb) {
+    let config = test_config(db);
+    let dir = config.email.directory.clone().unwrap_or_else(|| {
+        let path = db.url.trim_start_matches("sqlite://");
+        std::path::Path::new(path).with_file_name("test.mail")
+    });
+    let app = TestApp::spawn_with(config).await;
+    let dr = clinician(&app, "dr-a", &["c9"]);
+    let (status, invitation) = invite(&app, &dr, "c9", "dev").await;
+    assert_eq!(status, StatusCode::CREATED, "{invitation}");
+    let ops = app.token(Role::Ops, "op");
+    eventually("the invitation is written", || async {
+        let (_, page) = app.get("/v1/ops/outbox?kind=invite_email", &ops).await;
+        page["messages"][0]["status"] == "sent"
+    })
+    .await;
+    let (_, page) = app.get("/v1/ops/outbox?kind=invite_email", &ops).await;
+    let message = page["messages"][0].clone();
+    let file = dir.join(format!("{}.eml", message["id"].as_str().unwrap()));
+    let eml = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(eml.contains(&format!("To: {PATIENT_EMAIL}")), "{eml}");
+    assert!(eml.contains("Subject: Clinic c9 invites you"), "{eml}");
+    let detail = message["history"][0]["detail"].as_str().unwrap();
+    assert_eq!(
+        detail,
+        format!("written to {}.eml", message["id"].as_str().unwrap())
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "no partial files");
+    app.stop().await;
 }

@@ -291,6 +291,15 @@ async fn path_ids_are_declared_as_the_server_reads_them() {
                             "{method} {path}"
                         );
                     }
+                    "invitationId" => assert_eq!(schema["format"], "uuid", "{method} {path}"),
+                    "clinicId" => {
+                        assert_eq!(schema["pattern"], "^[A-Za-z0-9._-]+$", "{method} {path}");
+                        assert_eq!(
+                            (&schema["minLength"], &schema["maxLength"]),
+                            (&Value::from(1), &Value::from(128)),
+                            "{method} {path}"
+                        );
+                    }
                     "partner" => {}
                     other => panic!("{method} {path}: undeclared rule for `{other}`"),
                 }
@@ -342,7 +351,7 @@ async fn every_post_documents_and_answers_413() {
             assert_documented(&doc, method, template, &reply);
         }
     }
-    assert_eq!(posts, 5);
+    assert_eq!(posts, 9);
     // A GET with a body answers as without one.
     let reply = app
         .send(
