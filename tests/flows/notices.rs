@@ -175,6 +175,13 @@ async fn a_revoked_connection_notifies_once_per_episode_and_emits_webhooks(db: &
         2,
         "{changes:?}"
     );
+    for revoked in events.iter().filter(|e| e["to"] == "revoked") {
+        assert_eq!(
+            revoked["reason"], "invalid_grant",
+            "a reason code: {revoked}"
+        );
+        assert_eq!(revoked["event"], "partner_revoked");
+    }
     let synced: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == "connection.data_synced")

@@ -85,6 +85,19 @@ pub struct OutboxQuery {
     pub limit: u64,
 }
 
+/// The machine-readable reason of a state change, for webhook receivers: the error code the
+/// change records, an invitation's end, or, for a connection that failed its budget, the
+/// error it failed with. The journal's `reason` is prose for operators; this is a code.
+fn reason_code(change: &Change, error_code: Option<&str>) -> Option<String> {
+    use crate::{model::ErrorUpdate, state::Event};
+    match (&change.error, &change.event) {
+        (ErrorUpdate::Set(info), _) => Some(info.code.clone()),
+        (_, Event::InvitationEnded { end, .. }) => Some(end.reason().to_owned()),
+        (_, Event::Fail) => error_code.map(str::to_owned),
+        _ => None,
+    }
+}
+
 pub(super) fn message_to_domain(row: outbox::Model) -> Result<OutboxMessage> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of outbox message {}", row.seq));
     Ok(OutboxMessage {
@@ -184,7 +197,7 @@ impl Store {
             "from": transition.from.map(State::as_str),
             "to": transition.to.as_str(),
             "event": change.event.journal_name(),
-            "reason": change.reason.as_deref().or(error_code),
+            "reason": reason_code(change, error_code),
             "at": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         });
         for endpoint in &self.outbox.webhook_endpoints {
