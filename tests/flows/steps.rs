@@ -34,14 +34,18 @@ fn t0() -> DateTime<Utc> {
 
 const CGM: &str = "sandbox-cgm";
 
-struct Steps {
-    app: TestApp,
-    clock: ManualClock,
+/// The service with an injected clock and no background worker: the test is the worker.
+pub struct Steps {
+    pub app: TestApp,
+    pub clock: ManualClock,
 }
 
 impl Steps {
     async fn new(db: &TestDb) -> Self {
-        let mut config = test_config(db);
+        Self::with_config(test_config(db)).await
+    }
+
+    pub async fn with_config(mut config: tributary::config::Config) -> Self {
         // No background worker: the test is the worker.
         config.workers.enabled = false;
         let clock = ManualClock::new(t0());
@@ -53,7 +57,7 @@ impl Steps {
         Self { app, clock }
     }
 
-    fn advance(&self, by: TimeDelta) {
+    pub fn advance(&self, by: TimeDelta) {
         self.clock.advance(by);
         self.app.sandbox.set_now(Some(self.clock.now()));
     }

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::ExprTrait as _,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::ExprTrait as _,
 };
 use serde_json::json;
 
@@ -323,24 +323,21 @@ impl Store {
         limit: u64,
         lease: std::time::Duration,
     ) -> Result<Vec<ConnectionId>> {
-        let now = self.clock.now();
-        let until =
-            now + chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::minutes(2));
-        let backend = self.db.get_database_backend();
-        let lock = if backend == DbBackend::Postgres {
-            "FOR UPDATE SKIP LOCKED"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "UPDATE outbox SET claimed_until = $1 \
-             WHERE seq IN (SELECT seq FROM outbox \
-                WHERE status = 'pending' AND next_attempt_at <= $2 \
-                  AND (claimed_until IS NULL OR claimed_until <= $2) \
-                ORDER BY next_attempt_at LIMIT $3 {lock}) \
-             RETURNING connection_id"
-        );
-        self.claimed_connection_ids(sql, until, now, limit).await
+        self.claim_connections(
+            |lock| {
+                format!(
+                    "UPDATE outbox SET claimed_until = $1 \
+                     WHERE seq IN (SELECT seq FROM outbox \
+                        WHERE status = 'pending' AND next_attempt_at <= $2 \
+                          AND (claimed_until IS NULL OR claimed_until <= $2) \
+                        ORDER BY next_attempt_at LIMIT $3 {lock}) \
+                     RETURNING connection_id"
+                )
+            },
+            limit,
+            lease,
+        )
+        .await
     }
 
     /// The connection's pending messages, in order (due or not: a webhook waits for the

@@ -84,36 +84,42 @@ impl Store {
         limit: u64,
         lease: std::time::Duration,
     ) -> Result<Vec<ConnectionId>> {
-        use sea_orm::DbBackend;
+        self.claim_connections(
+            |lock| {
+                format!(
+                    "UPDATE partner_revocations SET next_attempt_at = $1 \
+                     WHERE id IN (SELECT id FROM partner_revocations \
+                        WHERE completed_at IS NULL AND next_attempt_at <= $2 \
+                        ORDER BY next_attempt_at LIMIT $3 {lock}) \
+                     RETURNING connection_id"
+                )
+            },
+            limit,
+            lease,
+        )
+        .await
+    }
+
+    /// Runs a claim `UPDATE … RETURNING connection_id` with parameters `$1` (now + `lease`),
+    /// `$2` (now) and `$3` (`limit`); `sql` is given the row lock its subquery takes
+    /// (`FOR UPDATE SKIP LOCKED` on PostgreSQL, nothing on SQLite's single writer). Returns the
+    /// claimed connections, once each (the outbox's claim too).
+    pub(super) async fn claim_connections(
+        &self,
+        sql: impl FnOnce(&str) -> String,
+        limit: u64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<ConnectionId>> {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement};
         let now = self.clock.now();
         let until =
             now + chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::minutes(2));
-        let backend = self.db.get_database_backend();
-        let lock = if backend == DbBackend::Postgres {
+        let lock = if self.db.get_database_backend() == DbBackend::Postgres {
             "FOR UPDATE SKIP LOCKED"
         } else {
             ""
         };
-        let sql = format!(
-            "UPDATE partner_revocations SET next_attempt_at = $1 \
-             WHERE id IN (SELECT id FROM partner_revocations \
-                WHERE completed_at IS NULL AND next_attempt_at <= $2 \
-                ORDER BY next_attempt_at LIMIT $3 {lock}) \
-             RETURNING connection_id"
-        );
-        self.claimed_connection_ids(sql, until, now, limit).await
-    }
-
-    /// Runs a claim `UPDATE … RETURNING connection_id` with parameters (`$1` until, `$2` now,
-    /// `$3` limit) and returns the claimed connections, once each (the outbox's claim too).
-    pub(super) async fn claimed_connection_ids(
-        &self,
-        sql: String,
-        until: DateTime<Utc>,
-        now: DateTime<Utc>,
-        limit: u64,
-    ) -> Result<Vec<ConnectionId>> {
-        use sea_orm::{ConnectionTrait, Statement};
+        let sql = sql(lock);
         let rows = self
             .db
             .query_all_raw(Statement::from_sql_and_values(
