@@ -9,11 +9,13 @@
 //!   transfer guards from `State::may_transfer`, refresh and transfer bookkeeping apart.
 //! - `transfer.rs`: group commit, failing writes, skipped records, storable text.
 //! - `alerts.rs`: folded, bounded operator alerts.
+//! - `outbox.rs`: what transitions queue (emails, notices, webhook events).
 
 mod alerts;
 mod columns;
 mod credentials;
 mod lifecycle;
+mod outbox;
 mod transfer;
 
 use std::time::Duration;
