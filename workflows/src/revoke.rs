@@ -129,7 +129,7 @@ impl Workflows {
     }
 
     /// The maintenance loop until `shutdown` completes: stale-refresh recovery, purging old
-    /// OAuth states, expiring invitations. (Refreshes and partner-side revocations are jobs: see `dispatch.rs`.)
+    /// OAuth states and delivered messages, expiring invitations. (Refreshes and partner-side revocations are jobs: see `dispatch.rs`.)
     pub async fn maintenance_loop(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -140,6 +140,12 @@ impl Workflows {
             let cutoff = self.store.clock().now() - TimeDelta::days(1);
             if let Err(err) = self.store.purge_authorizations(cutoff).await {
                 tracing::error!(error = %err, "purging old authorizations failed");
+            }
+            let kept = self.store.clock().now()
+                - TimeDelta::from_std(self.settings.delivery.retention)
+                    .unwrap_or(TimeDelta::days(30));
+            if let Err(err) = self.store.purge_messages(kept).await {
+                tracing::error!(error = %err, "purging delivered messages failed");
             }
             match self.expire_invitations().await {
                 Ok(0) => {}

@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
-    sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait, sea_query::Expr,
 };
 
 use super::{
@@ -149,6 +149,43 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Deletes delivered and abandoned messages created before `older_than`, with their
+    /// attempts (the maintenance loop keeps `delivery.retention`); pending ones are kept
+    /// whatever their age. Returns how many messages went.
+    pub async fn purge_messages(&self, older_than: DateTime<Utc>) -> Result<u64> {
+        let txn = self.db.begin().await?;
+        let finished = || {
+            outbox::Column::Status.is_in([
+                MessageStatus::Sent.as_str(),
+                MessageStatus::Abandoned.as_str(),
+            ])
+        };
+        let seqs: Vec<i64> = outbox::Entity::find()
+            .filter(finished())
+            .filter(outbox::Column::CreatedAt.lt(older_than))
+            .select_only()
+            .column(outbox::Column::Seq)
+            .limit(10_000)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        if seqs.is_empty() {
+            txn.rollback().await?;
+            return Ok(0);
+        }
+        delivery_attempt::Entity::delete_many()
+            .filter(delivery_attempt::Column::OutboxSeq.is_in(seqs.iter().copied()))
+            .exec(&txn)
+            .await?;
+        let done = outbox::Entity::delete_many()
+            .filter(outbox::Column::Seq.is_in(seqs.iter().copied()))
+            .filter(finished())
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(done.rows_affected)
     }
 
     /// An operator asks for a message again: pending, due at once, its attempts counted

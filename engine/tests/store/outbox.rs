@@ -108,6 +108,40 @@ async fn a_stopped_invited_connection_queues_its_notices_and_events(db: &TestDb)
         ]);
     }
     assert_eq!(messages(&store).await, expected);
+
+    // Delivered messages are purged after their retention; pending ones never are.
+    let all = store
+        .outbox_messages(&OutboxQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = all.last().unwrap();
+    let record = engine::invitation::DeliveryRecord {
+        seq: first.seq,
+        kind: first.kind,
+        attempt: 1,
+        result: engine::invitation::DeliveryResult::Sent {
+            detail: "250".to_owned(),
+        },
+    };
+    store.record_delivery(id, record).await.unwrap();
+    assert_eq!(
+        store
+            .purge_messages(Utc::now() - TimeDelta::days(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .purge_messages(Utc::now() + TimeDelta::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(messages(&store).await, expected[1..]);
 }
 
 async fn nothing_is_queued_when_nothing_is_configured(db: &TestDb) {

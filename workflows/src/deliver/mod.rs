@@ -69,6 +69,9 @@ pub struct DeliverySettings {
     pub lease: Duration,
     /// How often the dispatcher looks for due messages when nothing wakes it.
     pub poll_interval: Duration,
+    /// How long sent and abandoned messages (and their attempts) are kept for operators.
+    /// Default 30 days.
+    pub retention: Duration,
 }
 
 impl std::fmt::Debug for DeliverySettings {
@@ -100,6 +103,7 @@ impl Default for DeliverySettings {
             webhook_timeout: Duration::from_secs(10),
             lease: Duration::from_secs(120),
             poll_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
