@@ -11,7 +11,7 @@ use engine::{
 };
 use reqwest::StatusCode;
 use sandbox::smtp::{Refusal, SmtpServer};
-use tributary::config::Config;
+use tributary::config::{Config, TlsMode};
 
 use crate::{
     invitations::{clinician, invite, mail_config},
@@ -22,6 +22,7 @@ engine::backend_tests!(
     a_refused_email_is_abandoned_and_shown,
     a_relay_that_is_down_is_retried_until_it_answers,
     a_delivery_stopped_at_each_boundary_sends_once_or_is_retried,
+    tls_is_never_given_up_for_plain_text,
 );
 
 /// [`Steps`] with what the deliver tests do by hand.
@@ -268,5 +269,28 @@ async fn a_delivery_stopped_at_each_boundary_sends_once_or_is_retried(db: &TestD
         // Run twice more: nothing changes.
         assert_eq!(m.app.workflows.run_deliver_step(id).await.unwrap(), 0);
         assert_eq!(smtp.messages().len(), sent_before);
+    }
+}
+
+/// With `starttls` or `implicit`, a relay that cannot do TLS (the suite's plain server) gets
+/// nothing: the message stays pending with the reason, and is never sent in the clear.
+async fn tls_is_never_given_up_for_plain_text(db: &TestDb) {
+    for tls in [TlsMode::Starttls, TlsMode::Implicit] {
+        let smtp = SmtpServer::start().await.unwrap();
+        let mut config = mail_config(db, &smtp);
+        config.email.tls = tls;
+        config.email.timeout_secs = 2;
+        let m = Manual::new(config).await;
+        let id = m.invited(&format!("tls{}", tls as u8)).await;
+        assert_eq!(m.deliver(id).await, 1);
+        let outbox = m.outbox(id).await;
+        let message = &outbox["messages"][0];
+        assert_eq!(message["status"], "pending", "{tls:?}: {outbox}");
+        assert!(
+            message["lastError"].as_str().unwrap().starts_with("SMTP"),
+            "{outbox}"
+        );
+        assert!(smtp.messages().is_empty(), "{tls:?}: nothing in plain text");
+        m.0.app.stop().await;
     }
 }
