@@ -185,9 +185,10 @@ async fn no_secret_or_health_datum_reaches_the_logs(db: &TestDb) {
     assert_eq!(status, StatusCode::CREATED, "{invitation}");
     let mail = smtp.wait_for(1, std::time::Duration::from_secs(30)).await;
     assert_eq!(mail[0].rcpt_to, [address]);
-    receiver
+    let events = receiver
         .wait_for_events(3, std::time::Duration::from_secs(30))
         .await;
+    assert!(events.len() >= 3, "the webhook events went out: {events:?}");
 
     // Disconnect; the refresh token is revoked at the partner in the background.
     let (status, body) = app

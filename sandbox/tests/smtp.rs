@@ -331,7 +331,7 @@ async fn pipelining_dot_stuffing_and_limits() {
     // One write with a whole transaction, as a pipelining client sends it.
     raw.write(
         "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nRCPT TO:<e@f.test>\r\nDATA\r\n\
-         Subject: Dots\r\n and folds\r\nX-Kind: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\
+         Subject: Dots\r\n and folds\r\nX-Kind: =?utf-8?q?Gr=c3=bc=c3=9fe?=\r\n\
          Message-ID: <1@b.test>\r\n\r\n..leading\r\n.\r\n",
     )
     .await;

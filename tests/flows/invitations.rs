@@ -228,7 +228,16 @@ async fn another_clinic_sees_nothing(db: &TestDb) {
     assert_ne!(second["id"], id);
     let (_, list_a) = app.get("/v1/clinics/c1/invites", &dr_a).await;
     assert_eq!(list_a["invitations"].as_array().unwrap().len(), 1);
-    smtp.wait_for(2, Duration::from_secs(30)).await;
+    let mails = smtp.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(mails.len(), 2, "one invitation email per clinic");
+    // Emails are independent of each other: either may go first.
+    let mut subjects: Vec<String> = mails.iter().map(|m| m.header("Subject").unwrap()).collect();
+    subjects.sort();
+    assert!(
+        subjects[0].starts_with("Clinic c2 invites")
+            && subjects[1].starts_with("North Clinic invites"),
+        "{subjects:?}"
+    );
     app.stop().await;
 }
 
@@ -239,7 +248,7 @@ async fn resend_is_limited_cancel_and_expiry_end_invitations(db: &TestDb) {
     let dr = clinician(app, "dr-a", &["c1"]);
     let (_, invitation) = invite(app, &dr, "c1", "pat").await;
     let id = invitation["id"].as_str().unwrap().to_owned();
-    smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(smtp.wait_for(1, Duration::from_secs(30)).await.len(), 1);
 
     let resend = format!("/v1/clinics/c1/invites/{id}/resend");
     let response = app
