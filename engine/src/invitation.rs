@@ -294,6 +294,12 @@ pub struct DeliveryRecord {
 }
 
 impl DeliveryRecord {
+    /// Whether the attempt goes into the journal too: emails, and a webhook given up. A webhook
+    /// sent or retried is recorded on its row only (docs/notifications.md#at-least-once).
+    pub fn journaled(&self) -> bool {
+        self.kind.is_email() || matches!(self.result, DeliveryResult::Abandoned { .. })
+    }
+
     /// The journal's name for it: `invite_email_sent`, `notice_email_retrying`,
     /// `webhook_abandoned`, …
     pub fn journal_name(&self) -> &'static str {

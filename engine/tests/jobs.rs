@@ -32,11 +32,7 @@ fn settings() -> QueueSettings {
 }
 
 fn job(step: Step, n: usize) -> StepJob {
-    StepJob {
-        step,
-        connection_id: format!("conn-{n:04}"),
-        version: 1,
-    }
+    StepJob::new(step, format!("conn-{n:04}"), 1)
 }
 
 /// Runs per job, and which "process" ran it.
@@ -239,11 +235,7 @@ async fn purge_removes_only_finished_jobs(db: &TestDb) {
 async fn live_connection_ids_lists_pending_jobs(db: &TestDb) {
     let store = db.store().await;
     let queue = JobQueue::setup(&store, settings()).await.unwrap();
-    let at = |step, id: &str, version| StepJob {
-        step,
-        connection_id: id.to_owned(),
-        version,
-    };
+    let at = |step, id: &str, version| StepJob::new(step, id, version);
     queue
         .push(&[
             at(Step::Fetch, "c2", 1),

@@ -143,11 +143,7 @@ pub async fn apalis_noop(
 ) -> anyhow::Result<f64> {
     let queue = JobQueue::setup(store, settings).await?;
     let batch: Vec<StepJob> = (0..jobs)
-        .map(|i| StepJob {
-            step: Step::Deliver,
-            connection_id: format!("noop-{i}"),
-            version: 1,
-        })
+        .map(|i| StepJob::new(Step::Deliver, format!("noop-{i}"), 1))
         .collect();
     for chunk in batch.chunks(1000) {
         queue.push(chunk).await?;

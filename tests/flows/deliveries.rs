@@ -83,13 +83,23 @@ impl Manual {
 async fn a_refused_email_is_abandoned_and_shown(db: &TestDb) {
     let smtp = SmtpServer::start().await.unwrap();
     let mut config = mail_config(db, &smtp);
-    config.email.max_attempts = 3;
+    config.email.max_attempts = 4;
     let m = Manual::new(config).await;
 
-    // A permanent refusal (5xx) is not retried: the relay said the message will never go.
+    // A permanent refusal (5xx) is tried three times (an operator may fix what the relay
+    // refuses), then abandoned, visibly — with fewer attempts than a temporary one gets.
     smtp.refuse_all(Some(Refusal::Permanent));
     let id = m.invited("perm").await;
-    assert_eq!(m.deliver(id).await, 1);
+    for attempt in 1..=3 {
+        assert_eq!(m.deliver(id).await, 1, "attempt {attempt}");
+        let outbox = m.outbox(id).await;
+        let message = &outbox["messages"][0];
+        if attempt < 3 {
+            assert_eq!(message["status"], "pending", "{outbox}");
+            let next: DateTime<Utc> = message["nextAttemptAt"].as_str().unwrap().parse().unwrap();
+            m.advance(next - m.clock.now() + TimeDelta::seconds(1));
+        }
+    }
     let outbox = m.outbox(id).await;
     let message = &outbox["messages"][0];
     assert_eq!(message["status"], "abandoned", "{outbox}");
@@ -97,29 +107,37 @@ async fn a_refused_email_is_abandoned_and_shown(db: &TestDb) {
     assert_eq!(message["target"], "patient");
     let error = message["lastError"].as_str().unwrap();
     assert!(
-        error.contains("550") && error.contains("permanently"),
+        error.contains("550")
+            && error.contains("permanently")
+            && error.contains("after 3 attempts"),
         "{error}"
     );
     assert!(
         !outbox.to_string().contains("example.org"),
         "no address shown: {outbox}"
     );
-    assert_eq!(message["history"].as_array().unwrap().len(), 1);
+    assert_eq!(message["history"].as_array().unwrap().len(), 3);
     assert!(
         m.journal(id)
             .await
             .contains(&"invite_email_abandoned".to_owned())
     );
+    assert_eq!(
+        m.deliver(id).await,
+        0,
+        "an abandoned message is not tried again"
+    );
+    assert_eq!(smtp.refused(), 3);
 
     // A temporary refusal (4xx) is retried with growing waits, then abandoned.
     smtp.refuse_all(Some(Refusal::Temporary));
     let id = m.invited("temp").await;
     let mut waits = Vec::new();
-    for attempt in 1..=3 {
+    for attempt in 1..=4 {
         assert_eq!(m.deliver(id).await, 1, "attempt {attempt}");
         let outbox = m.outbox(id).await;
         let message = &outbox["messages"][0];
-        if attempt < 3 {
+        if attempt < 4 {
             assert_eq!(message["status"], "pending", "{outbox}");
             let next: DateTime<Utc> = message["nextAttemptAt"].as_str().unwrap().parse().unwrap();
             waits.push(next - m.clock.now());
@@ -131,7 +149,7 @@ async fn a_refused_email_is_abandoned_and_shown(db: &TestDb) {
                 message["lastError"]
                     .as_str()
                     .unwrap()
-                    .contains("after 3 attempts")
+                    .contains("after 4 attempts")
             );
             let outcomes: Vec<&str> = message["history"]
                 .as_array()
@@ -139,7 +157,7 @@ async fn a_refused_email_is_abandoned_and_shown(db: &TestDb) {
                 .iter()
                 .map(|a| a["outcome"].as_str().unwrap())
                 .collect();
-            assert_eq!(outcomes, ["retrying", "retrying", "abandoned"]);
+            assert_eq!(outcomes, ["retrying", "retrying", "retrying", "abandoned"]);
         }
     }
     // 30 s doubling, with jitter down to half: [15, 30] s, then [30, 60] s.
@@ -157,10 +175,10 @@ async fn a_refused_email_is_abandoned_and_shown(db: &TestDb) {
             .iter()
             .filter(|e| *e == "invite_email_retrying")
             .count(),
-        2
+        3
     );
     assert_eq!(smtp.messages().len(), 0);
-    assert_eq!(smtp.refused(), 4);
+    assert_eq!(smtp.refused(), 7);
 }
 
 async fn a_relay_that_is_down_is_retried_until_it_answers(db: &TestDb) {
@@ -228,7 +246,7 @@ async fn a_delivery_stopped_at_each_boundary_sends_once_or_is_retried(db: &TestD
         let accepted = smtp.messages().len() - sent_before;
         let expect_sent = usize::from(point != failpoint::DELIVER_LEASED);
         assert_eq!(accepted, expect_sent, "{point}: sent before the stop");
-        let pending = store.pending_messages(id).await.unwrap();
+        let pending = store.pending_messages_of(&[id]).await.unwrap();
         let recorded = point == failpoint::DELIVER_RECORDED;
         assert_eq!(pending.len(), usize::from(!recorded), "{point}");
 

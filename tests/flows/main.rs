@@ -15,3 +15,4 @@ mod notices;
 mod steps;
 mod transfer;
 mod transfer_faults;
+mod webhook_batches;

@@ -12,7 +12,7 @@ use engine::{
 };
 use tokio::{sync::watch, task::JoinHandle};
 
-use crate::{WorkflowError, Workflows, fetch::FetchReport};
+use crate::{WorkflowError, Workflows, deliver::CONNECTIONS_PER_JOB, fetch::FetchReport};
 
 /// How often finished jobs are purged, and how long they are kept. Our tables hold the truth
 /// and the step history; a finished apalis row only slows apalis down: its acknowledgement
@@ -144,11 +144,19 @@ impl Workflows {
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
-            Step::Deliver => self
-                .run_deliver_step(id)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Step::Deliver => {
+                let mut ids = vec![id];
+                for more in &job.more {
+                    ids.push(
+                        more.parse()
+                            .map_err(|_| format!("job names a bad connection id {more:?}"))?,
+                    );
+                }
+                self.run_deliver_steps(&ids)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 
@@ -187,19 +195,16 @@ impl Workflows {
         }
         let jobs: Vec<StepJob> = claimed
             .iter()
-            .map(|c| StepJob {
-                step: Step::Refresh,
-                connection_id: c.id.to_string(),
-                version: c.version,
-            })
+            .map(|c| StepJob::new(Step::Refresh, c.id.to_string(), c.version))
             .collect();
         queue.push(&jobs).await.map_err(|e| e.to_string())?;
         Ok(jobs.len())
     }
 
-    /// Claims connections with due outbox messages and enqueues their deliver steps.
+    /// Claims connections with due outbox messages and enqueues their deliver steps, one job
+    /// per [`CONNECTIONS_PER_JOB`] connections. Returns how many connections were dispatched.
     pub async fn dispatch_deliveries(&self, queue: &JobQueue) -> Result<usize, String> {
-        let jobs: Vec<StepJob> = self
+        let claimed: Vec<String> = self
             .store
             .claim_due_deliveries(
                 self.settings.transfer.dispatch_batch,
@@ -208,16 +213,19 @@ impl Workflows {
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
-            .map(|id| StepJob {
-                step: Step::Deliver,
-                connection_id: id.to_string(),
-                version: 0,
+            .map(|id| id.to_string())
+            .collect();
+        let jobs: Vec<StepJob> = claimed
+            .chunks(CONNECTIONS_PER_JOB)
+            .map(|ids| StepJob {
+                more: ids[1..].to_vec(),
+                ..StepJob::new(Step::Deliver, ids[0].clone(), 0)
             })
             .collect();
         if !jobs.is_empty() {
             queue.push(&jobs).await.map_err(|e| e.to_string())?;
         }
-        Ok(jobs.len())
+        Ok(claimed.len())
     }
 
     /// One dispatcher pass: claims due partner revocations and due connections and enqueues
@@ -230,11 +238,7 @@ impl Workflows {
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
-            .map(|id| StepJob {
-                step: Step::Revoke,
-                connection_id: id.to_string(),
-                version: 0,
-            })
+            .map(|id| StepJob::new(Step::Revoke, id.to_string(), 0))
             .collect();
         if !revocations.is_empty() {
             queue.push(&revocations).await.map_err(|e| e.to_string())?;
@@ -263,11 +267,7 @@ impl Workflows {
         }
         let jobs: Vec<StepJob> = claimed
             .iter()
-            .map(|c| StepJob {
-                step: Step::Fetch,
-                connection_id: c.id.to_string(),
-                version: c.version,
-            })
+            .map(|c| StepJob::new(Step::Fetch, c.id.to_string(), c.version))
             .collect();
         queue.push(&jobs).await.map_err(|e| e.to_string())?;
         Ok(jobs.len() + revocations.len())

@@ -48,6 +48,27 @@ pub struct StepJob {
     pub step: Step,
     pub connection_id: String,
     pub version: i64,
+    /// Further connections the same job serves: deliver jobs group the outbox of several
+    /// connections (docs/notifications.md#at-least-once); empty for every other step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<String>,
+}
+
+impl StepJob {
+    /// A job for one connection.
+    pub fn new(step: Step, connection_id: impl Into<String>, version: i64) -> Self {
+        Self {
+            step,
+            connection_id: connection_id.into(),
+            version,
+            more: Vec::new(),
+        }
+    }
+
+    /// Every connection the job serves, the first one first.
+    pub fn connection_ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.connection_id.as_str()).chain(self.more.iter().map(String::as_str))
+    }
 }
 
 /// The kinds of step; each has its own queue and worker pool, so a slow kind cannot starve

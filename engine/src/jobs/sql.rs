@@ -218,7 +218,7 @@ pub(super) async fn live_connection_ids(pool: &Pool, step: Step) -> Result<Vec<S
     for payload in payloads {
         match serde_json::from_slice::<StepJob>(&payload) {
             Ok(job) => {
-                ids.insert(job.connection_id);
+                ids.extend(job.connection_ids().map(str::to_owned));
             }
             Err(e) => tracing::warn!(queue = step.queue(), error = %e, "undecodable job payload"),
         }
@@ -231,11 +231,7 @@ mod tests {
     use super::*;
 
     fn job(step: Step, id: &str, version: i64) -> StepJob {
-        StepJob {
-            step,
-            connection_id: id.to_owned(),
-            version,
-        }
+        StepJob::new(step, id, version)
     }
 
     #[test]

@@ -20,8 +20,9 @@ use tokio::sync::oneshot;
 use super::{
     Result, Store, StoreError,
     connections::to_domain,
-    entities::connection,
+    entities::{connection, outbox},
     group::GroupCommit,
+    outbox::DataSynced,
     rows::{CONNECTION_COLUMNS, json_param, json_rows, json_time},
     start::StartRequest,
     transfer::{Chunk, ChunkStats, SkippedRecord, SyncLease, Tail, delta},
@@ -250,9 +251,27 @@ impl Store {
         next_sync_at: DateTime<Utc>,
         reread: bool,
     ) -> Result<(ChunkStats, Connection)> {
+        self.commit_last_chunk_synced(lease, chunk, fetched_through, next_sync_at, reread, None)
+            .await
+    }
+
+    /// [`Store::commit_last_chunk`] that also queues the run's `connection.data_synced` event
+    /// in the same transaction (docs/notifications.md#webhooks): `synced` holds the run's data
+    /// range and its counts before this chunk, whose counts are added. Nothing is queued when
+    /// the run stored nothing new or no webhook endpoint is configured.
+    pub async fn commit_last_chunk_synced(
+        &self,
+        lease: &mut SyncLease,
+        chunk: Chunk,
+        fetched_through: DateTime<Utc>,
+        next_sync_at: DateTime<Utc>,
+        reread: bool,
+        synced: Option<DataSynced>,
+    ) -> Result<(ChunkStats, Connection)> {
         let tail = Tail::Finish {
             next_sync_at,
             reread,
+            synced,
         };
         let (stats, row) = self
             .commit(lease, chunk, Some(fetched_through), tail)
@@ -387,8 +406,34 @@ impl Store {
                 row.records_skipped += i64::try_from(n).unwrap_or(i64::MAX);
             }
         }
+        let events: Vec<outbox::ActiveModel> = group
+            .iter()
+            .zip(&stats)
+            .filter_map(|(r, s)| match r.tail {
+                Tail::Finish {
+                    synced: Some(prior),
+                    ..
+                } => held.get(&r.id).map(|row| {
+                    let synced = DataSynced {
+                        inserted: prior.inserted + s.inserted,
+                        updated: prior.updated + s.updated,
+                        ..prior
+                    };
+                    self.data_synced_rows(&row.id, &row.user_id, &row.partner, &synced, now)
+                }),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let queued = !events.is_empty();
+        if queued {
+            outbox::Entity::insert_many(events).exec(&txn).await?;
+        }
         self.failpoints.hit(failpoint::COMMIT_RECORDS_WRITTEN)?;
         txn.commit().await?;
+        if queued {
+            self.deliveries_queued.notify_one();
+        }
         Ok(group
             .iter()
             .zip(stats)
@@ -418,6 +463,7 @@ impl Store {
                     Tail::Finish {
                         next_sync_at,
                         reread,
+                        ..
                     } => (None, true, Some(time(next_sync_at)), reread),
                 };
                 AdvanceRow {

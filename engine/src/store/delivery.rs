@@ -4,15 +4,20 @@
 //! A webhook sent or retried is not journaled: those happen while the connection transfers
 //! data, and a journal entry (a new version) would make its scheduled steps stale.
 
-use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-    TransactionTrait, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement, TransactionTrait,
+    sea_query::{Expr, ExprTrait as _},
 };
 
 use super::{
     Result, Store, StoreError,
     entities::{delivery_attempt, outbox},
+    rows::{json_param, json_rows},
 };
 use crate::{
     invitation::{DeliveryRecord, DeliveryResult, MessageKind, MessageStatus},
@@ -29,9 +34,7 @@ impl Store {
         connection_id: crate::ids::ConnectionId,
         record: DeliveryRecord,
     ) -> Result<()> {
-        let journaled =
-            record.kind.is_email() || matches!(record.result, DeliveryResult::Abandoned { .. });
-        if journaled {
+        if record.journaled() {
             let detail = match &record.result {
                 DeliveryResult::Sent { detail } => detail.clone(),
                 DeliveryResult::Retry { error, .. } | DeliveryResult::Abandoned { error } => {
@@ -67,6 +70,147 @@ impl Store {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Records attempts that are not journaled (webhooks sent or retrying: see
+    /// [`DeliveryRecord::journaled`]) in one transaction. An attempt whose message is no longer
+    /// pending (recorded by a step run twice) is skipped.
+    pub async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if let Some(record) = records.iter().find(|r| r.journaled()) {
+            return Err(StoreError::Corrupt(format!(
+                "delivery of message {} must be journaled",
+                record.seq
+            )));
+        }
+        let txn = self.db.begin().await?;
+        let now = self.clock.now();
+        let (sent, others): (Vec<&DeliveryRecord>, Vec<&DeliveryRecord>) = records
+            .iter()
+            .partition(|r| matches!(r.result, DeliveryResult::Sent { .. }));
+        self.record_sent_in(&txn, &sent, now).await?;
+        for record in others {
+            match self.record_delivery_in(&txn, record, now).await {
+                Ok(()) | Err(StoreError::AlreadyDone) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Sent messages, set-based: one statement marks the pending ones sent, one writes their
+    /// attempts (the busy path: every transfer that stores data sends one event per endpoint).
+    async fn record_sent_in(
+        &self,
+        txn: &DatabaseTransaction,
+        sent: &[&DeliveryRecord],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        #[derive(serde::Serialize)]
+        struct Row {
+            s: i64,
+            n: i64,
+        }
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let backend = self.db.get_database_backend();
+        let rows: Vec<Row> = sent
+            .iter()
+            .map(|r| Row {
+                s: r.seq,
+                n: i64::from(r.attempt),
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE outbox SET status = 'sent', attempts = v.n, sent_at = $2, last_error = NULL, \
+                 lease_until = NULL, claimed_until = NULL \
+             FROM {rows} WHERE outbox.seq = v.s AND outbox.status = 'pending' RETURNING seq",
+            rows = json_rows(backend, 1, &[("s", "bigint"), ("n", "bigint")]),
+        );
+        let updated: HashSet<i64> = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [json_param(&rows)?, now.into()],
+            ))
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64>("", "seq"))
+            .collect::<std::result::Result<_, _>>()?;
+        let attempts: Vec<delivery_attempt::ActiveModel> = sent
+            .iter()
+            .filter(|r| updated.contains(&r.seq))
+            .map(|r| {
+                let detail = match &r.result {
+                    DeliveryResult::Sent { detail } => storable(detail),
+                    _ => String::new(),
+                };
+                delivery_attempt::ActiveModel {
+                    outbox_seq: Set(r.seq),
+                    attempt: Set(i32::try_from(r.attempt).unwrap_or(i32::MAX)),
+                    at: Set(now),
+                    outcome: Set(r.result.outcome().to_owned()),
+                    detail: Set(Some(detail)),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        if !attempts.is_empty() {
+            delivery_attempt::Entity::insert_many(attempts)
+                .exec(txn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The pending messages of `ids`, in order (due or not: a webhook waits for the endpoint's
+    /// earlier events).
+    pub async fn pending_messages_of(
+        &self,
+        ids: &[crate::ids::ConnectionId],
+    ) -> Result<Vec<super::OutboxMessage>> {
+        outbox::Entity::find()
+            .filter(outbox::Column::ConnectionId.is_in(ids.iter().map(ToString::to_string)))
+            .filter(outbox::Column::Status.eq(MessageStatus::Pending.as_str()))
+            .order_by_asc(outbox::Column::Seq)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(super::outbox::message_to_domain)
+            .collect()
+    }
+
+    /// Takes the sending lease of the messages `seqs` that are pending, due and not held by
+    /// another step, in one statement; returns those taken.
+    pub async fn lease_messages(
+        &self,
+        seqs: &[i64],
+        lease: std::time::Duration,
+    ) -> Result<HashSet<i64>> {
+        if seqs.is_empty() {
+            return Ok(Default::default());
+        }
+        let now = self.clock.now();
+        let until = now + TimeDelta::from_std(lease).unwrap_or(TimeDelta::minutes(2));
+        Ok(outbox::Entity::update_many()
+            .col_expr(outbox::Column::LeaseUntil, Expr::val(Some(until)))
+            .filter(outbox::Column::Seq.is_in(seqs.iter().copied()))
+            .filter(outbox::Column::Status.eq(MessageStatus::Pending.as_str()))
+            .filter(outbox::Column::NextAttemptAt.lte(now))
+            .filter(
+                outbox::Column::LeaseUntil
+                    .is_null()
+                    .or(outbox::Column::LeaseUntil.lte(now)),
+            )
+            .exec_with_returning(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| row.seq)
+            .collect())
     }
 
     /// The row side of a recorded attempt, in the caller's transaction. `AlreadyDone` when
@@ -139,6 +283,10 @@ impl Store {
         {
             outbox::Entity::update_many()
                 .col_expr(outbox::Column::NextAttemptAt, Expr::val(*next_attempt_at))
+                .col_expr(
+                    outbox::Column::LeaseUntil,
+                    Expr::val(Option::<DateTime<Utc>>::None),
+                )
                 .filter(outbox::Column::ConnectionId.eq(row.connection_id))
                 .filter(outbox::Column::Target.eq(row.target))
                 .filter(outbox::Column::Kind.eq(MessageKind::Webhook.as_str()))

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::ExprTrait as _,
+    QuerySelect,
 };
 use serde_json::json;
 
@@ -37,7 +37,7 @@ pub struct OutboxSettings {
 }
 
 /// What a transfer run stored, for its `connection.data_synced` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataSynced {
     /// The data time range the run read.
     pub from: DateTime<Utc>,
@@ -97,6 +97,34 @@ fn reason_code(change: &Change, error_code: Option<&str>) -> Option<String> {
     }
 }
 
+/// A new message, pending and due at once.
+fn pending_message(
+    connection_id: &str,
+    kind: MessageKind,
+    target: &str,
+    invitation_id: Option<&str>,
+    payload: serde_json::Value,
+    now: DateTime<Utc>,
+) -> outbox::ActiveModel {
+    outbox::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        connection_id: Set(connection_id.to_owned()),
+        kind: Set(kind.as_str().to_owned()),
+        target: Set(target.to_owned()),
+        invitation_id: Set(invitation_id.map(str::to_owned)),
+        payload: Set(payload),
+        status: Set(MessageStatus::Pending.as_str().to_owned()),
+        attempts: Set(0),
+        next_attempt_at: Set(now),
+        claimed_until: Set(None),
+        lease_until: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+        sent_at: Set(None),
+        ..Default::default()
+    }
+}
+
 pub(super) fn message_to_domain(row: outbox::Model) -> Result<OutboxMessage> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("{what} of outbox message {}", row.seq));
     Ok(OutboxMessage {
@@ -147,23 +175,14 @@ impl Store {
         payload: serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        outbox::Entity::insert(outbox::ActiveModel {
-            id: Set(uuid::Uuid::now_v7().to_string()),
-            connection_id: Set(connection_id.to_owned()),
-            kind: Set(kind.as_str().to_owned()),
-            target: Set(target.to_owned()),
-            invitation_id: Set(invitation_id.map(str::to_owned)),
-            payload: Set(payload),
-            status: Set(MessageStatus::Pending.as_str().to_owned()),
-            attempts: Set(0),
-            next_attempt_at: Set(now),
-            claimed_until: Set(None),
-            lease_until: Set(None),
-            last_error: Set(None),
-            created_at: Set(now),
-            sent_at: Set(None),
-            ..Default::default()
-        })
+        outbox::Entity::insert(pending_message(
+            connection_id,
+            kind,
+            target,
+            invitation_id,
+            payload,
+            now,
+        ))
         .exec(txn)
         .await?;
         Ok(())
@@ -214,45 +233,70 @@ impl Store {
     }
 
     /// A `connection.data_synced` event for every webhook endpoint, in a transaction of its own
-    /// (after the run's last commit). No datum: the time range and the counts.
+    /// (a run that yields: a completed run queues it with its last commit, `commit.rs`).
     pub async fn queue_data_synced(
         &self,
         connection: &crate::model::Connection,
         synced: &DataSynced,
     ) -> Result<()> {
-        if self.outbox.webhook_endpoints.is_empty() {
+        let now = self.clock.now();
+        let rows = self.data_synced_rows(
+            &connection.id.to_string(),
+            connection.user_id.as_str(),
+            connection.partner.as_str(),
+            synced,
+            now,
+        );
+        if rows.is_empty() {
             return Ok(());
         }
-        let now = self.clock.now();
+        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        outbox::Entity::insert_many(rows).exec(&txn).await?;
+        txn.commit().await?;
+        self.deliveries_queued.notify_one();
+        Ok(())
+    }
+
+    /// The outbox rows of a `connection.data_synced` event, one per webhook endpoint; none
+    /// when no endpoint is configured or the run stored nothing new. No datum: the time range
+    /// and the counts.
+    pub(super) fn data_synced_rows(
+        &self,
+        id: &str,
+        user_id: &str,
+        partner: &str,
+        synced: &DataSynced,
+        now: DateTime<Utc>,
+    ) -> Vec<outbox::ActiveModel> {
+        if self.outbox.webhook_endpoints.is_empty() || synced.inserted + synced.updated == 0 {
+            return Vec::new();
+        }
         let time = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let payload = json!({
             "type": "connection.data_synced",
-            "connectionId": connection.id.to_string(),
-            "userId": connection.user_id.as_str(),
-            "partner": connection.partner.as_str(),
+            "connectionId": id,
+            "userId": user_id,
+            "partner": partner,
             "dataFrom": time(synced.from),
             "dataThrough": time(synced.through),
             "inserted": synced.inserted,
             "updated": synced.updated,
             "at": time(now),
         });
-        let id = connection.id.to_string();
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
-        for endpoint in &self.outbox.webhook_endpoints {
-            self.queue_message(
-                &txn,
-                &id,
-                MessageKind::Webhook,
-                endpoint,
-                None,
-                payload.clone(),
-                now,
-            )
-            .await?;
-        }
-        txn.commit().await?;
-        self.deliveries_queued.notify_one();
-        Ok(())
+        self.outbox
+            .webhook_endpoints
+            .iter()
+            .map(|endpoint| {
+                pending_message(
+                    id,
+                    MessageKind::Webhook,
+                    endpoint,
+                    None,
+                    payload.clone(),
+                    now,
+                )
+            })
+            .collect()
     }
 
     /// The notices of a connection that stopped: the patient (when an address is known) and
@@ -336,44 +380,6 @@ impl Store {
             lease,
         )
         .await
-    }
-
-    /// The connection's pending messages, in order (due or not: a webhook waits for the
-    /// endpoint's earlier events).
-    pub async fn pending_messages(&self, id: ConnectionId) -> Result<Vec<OutboxMessage>> {
-        outbox::Entity::find()
-            .filter(outbox::Column::ConnectionId.eq(id.to_string()))
-            .filter(outbox::Column::Status.eq(MessageStatus::Pending.as_str()))
-            .order_by_asc(outbox::Column::Seq)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(message_to_domain)
-            .collect()
-    }
-
-    /// Takes the sending lease of a due message: `false` if it is not pending and due, or
-    /// another step holds it.
-    pub async fn lease_message(&self, seq: i64, lease: std::time::Duration) -> Result<bool> {
-        let now = self.clock.now();
-        let until =
-            now + chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::minutes(2));
-        let taken = outbox::Entity::update_many()
-            .set(outbox::ActiveModel {
-                lease_until: Set(Some(until)),
-                ..Default::default()
-            })
-            .filter(outbox::Column::Seq.eq(seq))
-            .filter(outbox::Column::Status.eq(MessageStatus::Pending.as_str()))
-            .filter(outbox::Column::NextAttemptAt.lte(now))
-            .filter(
-                outbox::Column::LeaseUntil
-                    .is_null()
-                    .or(outbox::Column::LeaseUntil.lte(now)),
-            )
-            .exec(&self.db)
-            .await?;
-        Ok(taken.rows_affected == 1)
     }
 
     /// Messages for operators, newest first.

@@ -109,6 +109,9 @@ pub(super) enum Tail {
     Finish {
         next_sync_at: DateTime<Utc>,
         reread: bool,
+        /// The run so far, when its `connection.data_synced` event is queued in this commit
+        /// (docs/notifications.md#webhooks): this chunk's counts are added to it.
+        synced: Option<super::outbox::DataSynced>,
     },
 }
 

@@ -63,9 +63,19 @@ pub struct EmailContent {
 /// Why a message was not sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendError {
-    /// The relay refused it for good (5xx), or the message cannot be built: do not retry.
-    pub permanent: bool,
+    pub failure: SendFailure,
     pub message: String,
+}
+
+/// How a send failed, which decides its retries (docs/notifications.md#at-least-once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailure {
+    /// The relay is down, slow, or answered 4xx.
+    Temporary,
+    /// The relay refused it for good (5xx).
+    Refused,
+    /// The message cannot be built (an address the builder rejects).
+    Invalid,
 }
 
 /// Whether `text` is a mailbox a message can be sent from or replied to (`Name <a@b.org>`
@@ -124,7 +134,7 @@ impl Mailer {
         content: &EmailContent,
     ) -> Result<String, SendError> {
         let message = build(settings, message_id, to, content).map_err(|message| SendError {
-            permanent: true,
+            failure: SendFailure::Invalid,
             message,
         })?;
         match self {
@@ -135,7 +145,11 @@ impl Mailer {
                     response.message().collect::<Vec<_>>().join(" ")
                 )),
                 Err(err) => Err(SendError {
-                    permanent: err.is_permanent(),
+                    failure: if err.is_permanent() {
+                        SendFailure::Refused
+                    } else {
+                        SendFailure::Temporary
+                    },
                     message: smtp_error(&err),
                 }),
             },
@@ -148,7 +162,7 @@ impl Mailer {
                     tokio::fs::rename(&temporary, &file).await
                 };
                 write.await.map_err(|e| SendError {
-                    permanent: false,
+                    failure: SendFailure::Temporary,
                     message: format!("cannot write to the mail directory: {e}"),
                 })?;
                 Ok(format!("written to {message_id}.eml"))

@@ -189,8 +189,21 @@ impl Workflows {
                 // The last window's commit also ends the run: one transaction.
                 let next_sync_at = policy.next_sync(self.store.clock().now(), &mut rand::rng());
                 failpoints.hit(failpoint::FETCH_BEFORE_FINISH)?;
+                let synced = engine::store::DataSynced {
+                    from: span_start,
+                    through: to,
+                    inserted: totals.inserted,
+                    updated: totals.updated,
+                };
                 self.store
-                    .commit_last_chunk(&mut lease, chunk, to, next_sync_at, marks)
+                    .commit_last_chunk_synced(
+                        &mut lease,
+                        chunk,
+                        to,
+                        next_sync_at,
+                        marks,
+                        Some(synced),
+                    )
                     .await
                     .map(|(stats, _)| stats)
             } else {
@@ -208,8 +221,6 @@ impl Workflows {
             windows += 1;
             if last {
                 failpoints.hit(failpoint::FETCH_FINISHED)?;
-                self.data_synced(&lease.connection, span_start, to, &totals)
-                    .await;
                 return Ok(FetchReport::Completed {
                     windows,
                     stats: totals,
@@ -241,9 +252,9 @@ impl Workflows {
         }
     }
 
-    /// A run that stored new or changed records tells the webhook endpoints, once, after its
-    /// last commit (docs/notifications.md#webhooks): a crash before this loses the event, never
-    /// the data. Nothing is written when no endpoint is configured.
+    /// A run that yields after storing new or changed records tells the webhook endpoints,
+    /// once, after it has yielded (docs/notifications.md#webhooks): a crash before this loses
+    /// the event, never the data. A completed run queues its event with its last commit.
     async fn data_synced(
         &self,
         connection: &engine::model::Connection,
