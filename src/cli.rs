@@ -67,6 +67,9 @@ pub enum Command {
     /// the server's --config / --database-url. Only the token is printed, so `TOKEN=$(tributary
     /// token --role ops --subject alice)` works; use it as `Authorization: Bearer $TOKEN`.
     Token(TokenArgs),
+    /// Operators' tools against the database: `ops doctor [--repair] [--json]` checks (and
+    /// repairs) every invariant the engine relies on (docs/operations.md).
+    Ops(crate::ops::OpsArgs),
     /// Benchmark the transfer pipeline against the sandbox (development only; see
     /// BENCHMARKS.md). Creates and drops its own databases.
     Bench(crate::bench::BenchArgs),
@@ -280,6 +283,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 auto_consent,
             ))
         }
+        Command::Ops(args) => crate::ops::run(file, args, init_logging),
         Command::Bench(args) => {
             init_logging(&LogConfig {
                 filter: "warn,sqlx=error".to_owned(),

@@ -8,9 +8,11 @@
 //! - [`dev_secrets`]: generated development secrets for zero-configuration runs.
 //! - [`cli`]: the command line and its dispatch.
 //! - [`serve`]: starting the API, workers, migrations and the sandbox.
+//! - [`ops`]: `tributary ops …`, operators' tools against the database (the doctor).
 
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev_secrets;
+pub mod ops;
 pub mod serve;

@@ -18,7 +18,7 @@
 //! - `data.rs`: `/v1/users/{userId}/data` (transferred data, Tidepool model, keyset-paged).
 //! - `oauth.rs`: `/v1/oauth/{partner}/callback` (browser-facing, no bearer token).
 //! - `ops.rs`: refresh, alerts, revocations (operators); `outbox.rs`: the outbox and webhook
-//!   deliveries (operators).
+//!   deliveries (operators); `doctor.rs`: the doctor's check and repair (operators).
 //! - `middleware.rs`: body limit, panics as problems, security headers, the access log
 //!   (method and path only: query strings carry OAuth codes and `state`s).
 //! - `routing.rs`: the `Allow` header of 405s, paths that are not UTF-8.
@@ -29,6 +29,7 @@
 pub mod auth;
 mod connections;
 mod data;
+mod doctor;
 mod invites;
 mod meta;
 mod middleware;
@@ -54,8 +55,8 @@ use url::Url;
 use workflows::Workflows;
 
 use crate::{
-    connections::ConnectionsApi, data::DataApi, invites::InvitesApi, meta::MetaApi,
-    oauth::OAuthApi, ops::OpsApi, outbox::OutboxApi, partners::PartnersApi,
+    connections::ConnectionsApi, data::DataApi, doctor::DoctorApi, invites::InvitesApi,
+    meta::MetaApi, oauth::OAuthApi, ops::OpsApi, outbox::OutboxApi, partners::PartnersApi,
 };
 
 /// How the API is served.
@@ -116,6 +117,9 @@ pub fn routes(
             return_url: settings.return_url.clone(),
         },
         OpsApi {
+            workflows: workflows.clone(),
+        },
+        DoctorApi {
             workflows: workflows.clone(),
         },
         OutboxApi { workflows },

@@ -9,8 +9,10 @@
 //! - `token.rs`: `tributary token`: what it prints, which secret signs, which lifetimes.
 //! - `configuration.rs`: configuration errors exit 2 naming the key; unreachable databases.
 //! - `serve.rs`: `serve`'s banner and the standalone sandbox.
+//! - `ops.rs`: `tributary ops doctor`: what it lists, repairs, and its exit status.
 
 mod configuration;
+mod ops;
 mod serve;
 mod token;
 mod usage;

@@ -5,6 +5,7 @@
 mod callbacks;
 mod connect;
 mod deliveries;
+mod doctor;
 mod harness;
 mod helpers;
 mod hostile;

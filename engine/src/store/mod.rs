@@ -23,6 +23,7 @@ mod claim;
 mod commit;
 mod connections;
 mod delivery;
+mod doctor;
 mod effects;
 pub mod entities;
 mod finish;
@@ -41,6 +42,9 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 pub use authorizations::{AuthorizationPeek, AuthorizationRejected, ConsumedAuthorization};
 pub use commit::GroupStats;
 pub use connections::Applied;
+pub use doctor::{
+    DoctorCode, DoctorReport, DoctorSettings, DoctorSubject, Finding, REPAIR_EVENT, SAMPLE_SIZE,
+};
 pub use invitations::InvitationQuery;
 use migrations::{Migrator, MigratorTrait};
 pub use outbox::{DataSynced, DeliveryAttempt, OutboxMessage, OutboxQuery, OutboxSettings};

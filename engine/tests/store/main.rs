@@ -10,10 +10,12 @@
 //! - `transfer.rs`: group commit, failing writes, skipped records, storable text.
 //! - `alerts.rs`: folded, bounded operator alerts.
 //! - `outbox.rs`: what transitions queue (emails, notices, webhook events).
+//! - `doctor.rs`: the doctor finds and repairs violations made by hand (docs/operations.md).
 
 mod alerts;
 mod columns;
 mod credentials;
+mod doctor;
 mod lifecycle;
 mod outbox;
 mod transfer;

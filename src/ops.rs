@@ -1,0 +1,233 @@
+//! `tributary ops …`: operators' tools, straight against the database of the configuration
+//! (or `--database-url`). Today `ops doctor [--repair] [--json]` (docs/operations.md#doctor):
+//! a readable table, or with `--json` the report as `GET /v1/ops/doctor` answers it; exit 0
+//! when no violation remains, 1 when some do (or on any other failure), 2 for configuration
+//! errors.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use engine::{
+    Store,
+    model::Actor,
+    store::{DoctorCode, DoctorReport, DoctorSettings, StoreOptions},
+};
+use serde_json::{Value, json};
+
+use crate::config::{CliOverrides, Config, LogConfig};
+
+/// `tributary ops`.
+#[derive(Debug, Args)]
+pub struct OpsArgs {
+    #[command(subcommand)]
+    pub command: OpsCommand,
+}
+
+/// The operators' tools.
+#[derive(Debug, Subcommand)]
+pub enum OpsCommand {
+    /// Check every invariant the engine relies on and list the violations.
+    ///
+    /// Each violation has a stable code, a count and up to 20 connection (or outbox message)
+    /// ids; docs/operations.md lists them. With --repair, what is safe to repair is repaired
+    /// (each fix journaled with the operator as actor) and everything is checked again. Exits 0
+    /// when no violation remains, 1 when some do. Does not migrate the database.
+    Doctor(DoctorArgs),
+}
+
+/// Flags of `ops doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Repair what is safe to repair, then check again.
+    #[arg(long)]
+    pub repair: bool,
+    /// Print the report as JSON (as `GET /v1/ops/doctor` answers it) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Database URL (overrides database.url).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// The operator the journal names for repairs (`ops:<NAME>`); default $USER, else `cli`.
+    #[arg(long, value_name = "NAME", value_parser = parse_operator)]
+    pub operator: Option<String>,
+}
+
+fn parse_operator(s: &str) -> Result<String, String> {
+    api::auth::validate_subject(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+/// Violations remain after the run: exit status 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} violation(s) remain")]
+pub struct ViolationsRemain(pub u64);
+
+/// Runs `ops …`; `init_logging` sets up logging from the loaded configuration.
+pub fn run(
+    file: Option<&Path>,
+    args: OpsArgs,
+    init_logging: fn(&LogConfig) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    match args.command {
+        OpsCommand::Doctor(args) => {
+            let config = Config::load(
+                file,
+                CliOverrides {
+                    database_url: args.database_url.clone(),
+                    ..CliOverrides::default()
+                },
+            )?;
+            init_logging(&config.log)?;
+            if config
+                .dev_secrets_in_use
+                .as_ref()
+                .is_some_and(|d| d.generated)
+            {
+                eprintln!(
+                    "note: no development secrets were found beside the database, so new ones \
+                     were created: tokens sealed by the server cannot be read here, and a repair \
+                     discards such tokens without revoking them at the partner."
+                );
+            }
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(doctor(config, args))
+        }
+    }
+}
+
+async fn doctor(config: Config, args: DoctorArgs) -> anyhow::Result<()> {
+    let url = crate::serve::redact_url(&config.database.url);
+    let db = &config.database;
+    let options = StoreOptions {
+        max_connections: db.max_connections.min(4),
+        busy_timeout: Duration::from_millis(db.busy_timeout_ms),
+        connect_timeout: Duration::from_secs(db.connect_timeout_secs),
+    };
+    let (delivery, _) = crate::config::delivery(&config)?;
+    let store = Store::open(&db.url, &options, config.crypto.keyring()?)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database {url}: {e}"))?
+        .with_outbox(delivery.outbox());
+    let workers = &config.workers;
+    let settings = DoctorSettings {
+        dispatch_lease: Duration::from_secs(workers.dispatch_lease_secs),
+        fetch_lease: Duration::from_secs(workers.fetch_lease_secs),
+        stale_refresh_after: Duration::from_secs(workers.stale_refresh_secs),
+        delivery_lease: delivery.lease,
+        ..DoctorSettings::default()
+    };
+    let report = if args.repair {
+        let operator = args
+            .operator
+            .or_else(|| {
+                std::env::var("USER")
+                    .ok()
+                    .filter(|u| parse_operator(u).is_ok())
+            })
+            .unwrap_or_else(|| "cli".to_owned());
+        store
+            .doctor_repair(&Actor::new("ops", &operator), &settings)
+            .await
+    } else {
+        store.doctor(store.clock().now(), &settings).await
+    };
+    store.close().await;
+    let report = report.with_context(|| format!("the doctor failed on {url}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report_json(&report))?);
+    } else {
+        print!("{}", table(&report));
+    }
+    let remaining: u64 = report.findings.iter().map(|f| f.remaining).sum();
+    if remaining > 0 {
+        return Err(ViolationsRemain(remaining).into());
+    }
+    Ok(())
+}
+
+/// The report in the shape of the API's `DoctorReport`.
+pub fn report_json(report: &DoctorReport) -> Value {
+    let violations: Vec<Value> = report
+        .findings
+        .iter()
+        .map(|f| {
+            json!({
+                "code": f.code.as_str(),
+                "description": f.code.description(),
+                "subject": f.code.subject().as_str(),
+                "repair": f.code.repair(),
+                "count": f.count,
+                "sample": f.sample,
+                "repaired": f.repaired,
+                "remaining": f.remaining,
+            })
+        })
+        .collect();
+    json!({
+        "checkedAt": report.checked_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "repair": report.repair,
+        "clean": report.is_clean(),
+        "checked": DoctorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "violations": violations,
+    })
+}
+
+/// The report for people: one row per violation, its description, what repair does, and its
+/// sample ids.
+pub fn table(report: &DoctorReport) -> String {
+    let checked = DoctorCode::ALL.len();
+    let at = report
+        .checked_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if report.findings.is_empty() {
+        return format!("doctor: every invariant holds ({checked} checked at {at})\n");
+    }
+    let mut out = format!(
+        "doctor: {checked} invariants checked at {at}{}\n\n{:<32} {:>7} {:>9} {:>10}\n",
+        if report.repair { ", repaired" } else { "" },
+        "CODE",
+        "FOUND",
+        "REPAIRED",
+        "REMAINING"
+    );
+    for f in &report.findings {
+        out.push_str(&format!(
+            "{:<32} {:>7} {:>9} {:>10}\n",
+            f.code.as_str(),
+            f.count,
+            f.repaired,
+            f.remaining
+        ));
+        out.push_str(&format!("    {}\n", f.code.description()));
+        match f.code.repair() {
+            Some(repair) => out.push_str(&format!("    repair: {repair}\n")),
+            None => out.push_str("    repair: none (report only; see docs/operations.md)\n"),
+        }
+        if !f.sample.is_empty() {
+            let more = f.count.saturating_sub(f.sample.len() as u64);
+            out.push_str(&format!(
+                "    {}s: {}{}\n",
+                f.code.subject().as_str(),
+                f.sample.join(", "),
+                if more > 0 {
+                    format!(" (and {more} more)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    let remaining: u64 = report.findings.iter().map(|f| f.remaining).sum();
+    out.push_str(&if remaining == 0 {
+        "\nno violation remains\n".to_owned()
+    } else if report.repair {
+        format!("\n{remaining} violation(s) remain\n")
+    } else {
+        format!("\n{remaining} violation(s); `tributary ops doctor --repair` fixes the repairable ones\n")
+    });
+    out
+}
