@@ -21,6 +21,11 @@ use crate::{WorkflowError, Workflows, deliver::CONNECTIONS_PER_JOB, fetch::Fetch
 /// 5-minute retention purged every minute, those two statements took ~40 % of a core; with
 /// this they cost little (BENCHMARKS.md).
 const JOB_PURGE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// After a transition queued a message, the dispatcher claims due deliveries at most this
+/// often: a busy outbox (an event per transfer) is claimed and pushed in groups, one claim and
+/// one job per many connections, instead of one per commit (docs/notifications.md#at-least-once).
+const DELIVERY_COALESCE: Duration = Duration::from_millis(200);
 const JOB_RETENTION: Duration = Duration::from_secs(1);
 /// Every this many purges (10 s), the job table is vacuumed (`JobQueue::vacuum`).
 const JOB_VACUUM_EVERY: u64 = 5;
@@ -283,11 +288,14 @@ impl Workflows {
         let poll = self.settings.transfer.poll_interval;
         let mut last_refresh_scan: Option<tokio::time::Instant> = None;
         let mut last_delivery_scan: Option<tokio::time::Instant> = None;
+        let mut deliveries_waiting = false;
         loop {
-            if last_delivery_scan
-                .is_none_or(|t| t.elapsed() >= self.settings.delivery.poll_interval)
-            {
+            if last_delivery_scan.is_none_or(|t| {
+                t.elapsed() >= self.settings.delivery.poll_interval
+                    || (deliveries_waiting && t.elapsed() >= DELIVERY_COALESCE)
+            }) {
                 last_delivery_scan = Some(tokio::time::Instant::now());
+                deliveries_waiting = false;
                 match self.dispatch_deliveries(queue).await {
                     Ok(n) if n as u64 >= self.settings.transfer.dispatch_batch => {
                         last_delivery_scan = None
@@ -318,8 +326,11 @@ impl Workflows {
                 _ = &mut shutdown => return,
                 // A disconnect queued a revocation: dispatch it without waiting for the poll.
                 _ = self.store.revocations_queued().notified() => {}
-                // A transition queued an email or a webhook: deliver it now.
-                _ = self.store.deliveries_queued().notified() => last_delivery_scan = None,
+                // A transition queued an email or a webhook: deliver it soon, with what else
+                // is queued meanwhile.
+                _ = self.store.deliveries_queued().notified(), if !deliveries_waiting => {
+                    deliveries_waiting = true
+                }
                 _ = tokio::time::sleep(pause) => {}
             }
         }
