@@ -321,7 +321,9 @@ impl Store {
         Ok(())
     }
 
-    async fn queue_revocation(
+    /// Owes a partner-side revocation of `refresh_token`, sealed, due at once, in the caller's
+    /// transaction (the revoker's queue: docs/lifecycle.md).
+    pub(super) async fn queue_revocation(
         &self,
         txn: &DatabaseTransaction,
         id: &str,

@@ -29,8 +29,7 @@ use crate::{
     state::{Event, State},
     store::{
         Result, Store, StoreError,
-        effects::revocation_aad,
-        entities::{connection, connection_event, partner_revocation},
+        entities::{connection, connection_event},
     },
 };
 
@@ -252,25 +251,8 @@ impl Store {
         };
         let now = bounds.now;
         if let Some(refresh) = &refresh {
-            let id = uuid::Uuid::now_v7().to_string();
-            let sealed = self
-                .keyring
-                .seal(&revocation_aad(&id), refresh.expose().as_bytes());
-            partner_revocation::Entity::insert(partner_revocation::ActiveModel {
-                id: Set(id),
-                connection_id: Set(row.id.clone()),
-                partner: Set(row.partner.clone()),
-                token_ciphertext: Set(Some(sealed.blob)),
-                key_id: Set(Some(sealed.key_id)),
-                attempts: Set(0),
-                next_attempt_at: Set(now),
-                last_error: Set(None),
-                created_at: Set(now),
-                completed_at: Set(None),
-                outcome: Set(None),
-            })
-            .exec(&txn)
-            .await?;
+            self.queue_revocation(&txn, &row.id, &row.partner, refresh.expose(), now)
+                .await?;
         }
         let details = json!({ "code": code.as_str(), "partnerRevocation": refresh.is_some() });
         journal(&txn, &row.id, version, state, code, actor, details, now).await?;
