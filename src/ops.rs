@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use engine::{
     Store,
     model::Actor,
-    store::{DoctorCode, DoctorReport, DoctorSettings, StoreOptions},
+    store::{DoctorCode, DoctorReport, StoreOptions},
 };
 use serde_json::{Value, json};
 
@@ -107,19 +107,12 @@ async fn doctor(config: Config, args: DoctorArgs) -> anyhow::Result<()> {
         busy_timeout: Duration::from_millis(db.busy_timeout_ms),
         connect_timeout: Duration::from_secs(db.connect_timeout_secs),
     };
-    let (delivery, _) = crate::config::delivery(&config)?;
+    let workflow = crate::serve::workflow_settings(&config)?;
     let store = Store::open(&db.url, &options, config.crypto.keyring()?)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database {url}: {e}"))?
-        .with_outbox(delivery.outbox());
-    let workers = &config.workers;
-    let settings = DoctorSettings {
-        dispatch_lease: Duration::from_secs(workers.dispatch_lease_secs),
-        fetch_lease: Duration::from_secs(workers.fetch_lease_secs),
-        stale_refresh_after: Duration::from_secs(workers.stale_refresh_secs),
-        delivery_lease: delivery.lease,
-        ..DoctorSettings::default()
-    };
+        .with_outbox(workflow.delivery.outbox());
+    let settings = workflow.doctor();
     let report = if args.repair {
         let operator = args
             .operator

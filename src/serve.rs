@@ -263,27 +263,30 @@ async fn components(
     )
     .await
     .context("cannot set up the job queue")?;
-    let (delivery, invitations) = crate::config::delivery(config)?;
-    let workflows = Workflows::new(
-        store,
-        partners,
-        Settings {
-            delivery,
-            invitations,
-            state_ttl: Duration::from_secs(config.oauth.state_ttl_secs),
-            stale_refresh_after: Duration::from_secs(workers.stale_refresh_secs),
-            transfer: TransferSettings {
-                poll_interval: poll,
-                dispatch_batch: workers.dispatch_batch,
-                dispatch_lease: Duration::from_secs(workers.dispatch_lease_secs),
-                fetch_lease: Duration::from_secs(workers.fetch_lease_secs),
-                max_run: Duration::from_secs(workers.max_run_secs),
-                ..TransferSettings::default()
-            },
-            ..Settings::default()
-        },
-    );
+    let workflows = Workflows::new(store, partners, workflow_settings(config)?);
     Ok((workflows, queue))
+}
+
+/// The workflows' settings from the configuration (the server's, and the `ops` commands' view
+/// of the same bounds). Must run inside a Tokio runtime (it builds the mail transport).
+pub(crate) fn workflow_settings(config: &Config) -> anyhow::Result<Settings> {
+    let workers = &config.workers;
+    let (delivery, invitations) = crate::config::delivery(config)?;
+    Ok(Settings {
+        delivery,
+        invitations,
+        state_ttl: Duration::from_secs(config.oauth.state_ttl_secs),
+        stale_refresh_after: Duration::from_secs(workers.stale_refresh_secs),
+        transfer: TransferSettings {
+            poll_interval: Duration::from_millis(workers.poll_interval_ms),
+            dispatch_batch: workers.dispatch_batch,
+            dispatch_lease: Duration::from_secs(workers.dispatch_lease_secs),
+            fetch_lease: Duration::from_secs(workers.fetch_lease_secs),
+            max_run: Duration::from_secs(workers.max_run_secs),
+            ..TransferSettings::default()
+        },
+        ..Settings::default()
+    })
 }
 
 /// The partner clients; a partner the client refuses is a configuration error (exit 2).

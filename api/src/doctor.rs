@@ -129,14 +129,7 @@ pub struct DoctorApi {
 impl DoctorApi {
     /// The bounds of this process's own configuration.
     fn settings(&self) -> DoctorSettings {
-        let settings = self.workflows.settings();
-        DoctorSettings {
-            dispatch_lease: settings.transfer.dispatch_lease,
-            fetch_lease: settings.transfer.fetch_lease,
-            delivery_lease: settings.delivery.lease,
-            stale_refresh_after: settings.stale_refresh_after,
-            ..DoctorSettings::default()
-        }
+        self.workflows.settings().doctor()
     }
 }
 

@@ -108,6 +108,20 @@ impl Default for TransferSettings {
     }
 }
 
+impl Settings {
+    /// The doctor's bounds (docs/operations.md#bounds): this configuration's leases and
+    /// recovery time.
+    pub fn doctor(&self) -> engine::store::DoctorSettings {
+        engine::store::DoctorSettings {
+            dispatch_lease: self.transfer.dispatch_lease,
+            fetch_lease: self.transfer.fetch_lease,
+            delivery_lease: self.delivery.lease,
+            stale_refresh_after: self.stale_refresh_after,
+            ..engine::store::DoctorSettings::default()
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {

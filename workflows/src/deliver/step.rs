@@ -1,5 +1,5 @@
-//! The deliver step (docs/notifications.md#at-least-once): a job "deliver the outbox of
-//! connections C1…Cn" sends each due message — an invitation or notice email, a webhook event —
+//! The deliver step (docs/notifications.md#at-least-once): a job "deliver the outbox of these
+//! connections" sends each due message — an invitation or notice email, a webhook event —
 //! and records what came of it. The messages of all the job's connections are leased in one
 //! statement before any is sent, so two steps never send one at once; the connections are
 //! served concurrently, each one's messages in order (a webhook that fails holds back the same

@@ -262,11 +262,6 @@ impl Workflows {
         through: DateTime<Utc>,
         totals: &ChunkStatsReport,
     ) {
-        if totals.inserted + totals.updated == 0
-            || self.store.outbox_settings().webhook_endpoints.is_empty()
-        {
-            return;
-        }
         let event = engine::store::DataSynced {
             from,
             through,
