@@ -379,17 +379,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Logs go to stderr so that stdout carries only command output.
 fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)
-        .map_err(|e| ConfigError::invalid("log.filter", e.to_string()))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = if log.json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-    result.map_err(|e| anyhow::anyhow!("cannot initialize logging: {e}"))
+    crate::logging::init(log)
 }
 
 #[cfg(test)]

@@ -56,7 +56,8 @@ pub use self::{
     bounds::{MAX_DAYS, MAX_SECS, MAX_TIMEOUT_SECS},
     notify::{ClinicConfig, EmailConfig, InvitationsConfig, TlsMode, WebhookConfig},
     sections::{
-        DatabaseConfig, LogConfig, OAuthConfig, SandboxSettings, ServerConfig, WorkersConfig,
+        DatabaseConfig, LogConfig, MetricsConfig, OAuthConfig, SandboxSettings, ServerConfig,
+        WorkersConfig,
     },
     sources::EnvVars,
     validate::MIN_JWT_SECRET_BYTES,
@@ -96,6 +97,8 @@ pub struct Config {
     pub dev_secrets: bool,
     /// Logging.
     pub log: LogConfig,
+    /// The Prometheus metrics endpoint (off unless `listen` is set).
+    pub metrics: MetricsConfig,
     /// Background workers (transfers, refreshes, partner revocations, deliveries).
     pub workers: WorkersConfig,
     /// Outgoing email: invitations and notices (docs/notifications.md#email).
@@ -124,6 +127,7 @@ impl Default for Config {
             partners: BTreeMap::new(),
             dev_secrets: true,
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
             workers: WorkersConfig::default(),
             email: EmailConfig::default(),
             invitations: InvitationsConfig::default(),

@@ -7,6 +7,7 @@
 //! - [`config`]: layered configuration (defaults → TOML → `TRIBUTARY_…` env → CLI flags).
 //! - [`dev_secrets`]: generated development secrets for zero-configuration runs.
 //! - [`cli`]: the command line and its dispatch.
+//! - [`logging`]: the log formats (text, JSON lines).
 //! - [`serve`]: starting the API, workers, migrations and the sandbox.
 //! - [`ops`]: `tributary ops …`, operators' tools against the database (the doctor).
 
@@ -14,5 +15,6 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev_secrets;
+pub mod logging;
 pub mod ops;
 pub mod serve;

@@ -4,6 +4,9 @@
 //! when no violation remains, 1 when some do (or on any other failure), 2 for configuration
 //! errors.
 
+mod actions;
+mod inspect;
+
 use std::{path::Path, time::Duration};
 
 use anyhow::Context as _;
@@ -34,6 +37,10 @@ pub enum OpsCommand {
     /// (each fix journaled with the operator as actor) and everything is checked again. Exits 0
     /// when no violation remains, 1 when some do. Does not migrate the database.
     Doctor(DoctorArgs),
+    #[command(flatten)]
+    Action(actions::ActionCommand),
+    #[command(flatten)]
+    Inspect(inspect::InspectCommand),
 }
 
 /// Flags of `ops doctor`.
@@ -96,10 +103,14 @@ pub fn run(
                 .context("cannot start the async runtime")?
                 .block_on(doctor(config, args))
         }
+        OpsCommand::Action(command) => actions::run(file, command, init_logging),
+        OpsCommand::Inspect(command) => inspect::run(file, command, init_logging),
     }
 }
 
-async fn doctor(config: Config, args: DoctorArgs) -> anyhow::Result<()> {
+/// The configuration's store for an `ops` tool (a small pool, the configuration's outbox;
+/// never migrated), with the workflow settings the tool derives its bounds from.
+pub(crate) async fn open_store(config: &Config) -> anyhow::Result<(Store, workflows::Settings)> {
     let url = crate::serve::redact_url(&config.database.url);
     let db = &config.database;
     let options = StoreOptions {
@@ -107,11 +118,17 @@ async fn doctor(config: Config, args: DoctorArgs) -> anyhow::Result<()> {
         busy_timeout: Duration::from_millis(db.busy_timeout_ms),
         connect_timeout: Duration::from_secs(db.connect_timeout_secs),
     };
-    let workflow = crate::serve::workflow_settings(&config)?;
+    let workflow = crate::serve::workflow_settings(config)?;
     let store = Store::open(&db.url, &options, config.crypto.keyring()?)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database {url}: {e}"))?
         .with_outbox(workflow.delivery.outbox());
+    Ok((store, workflow))
+}
+
+async fn doctor(config: Config, args: DoctorArgs) -> anyhow::Result<()> {
+    let url = crate::serve::redact_url(&config.database.url);
+    let (store, workflow) = open_store(&config).await?;
     let settings = workflow.doctor();
     let report = if args.repair {
         let operator = args

@@ -6,8 +6,10 @@
 //! - `serve.rs`: [`Application`], and the `serve`, `worker` and `migrate` commands.
 //! - `serve/builtin_sandbox.rs`: the partners configured against the built-in sandbox, and
 //!   `tributary sandbox`.
+//! - `serve/metrics.rs`: the Prometheus endpoint (`[metrics] listen`) and its gauge sampler.
 
 mod builtin_sandbox;
+mod metrics;
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
@@ -32,8 +34,8 @@ use workflows::{
 
 use sandbox::{Sandbox, SandboxConfig};
 
-use self::builtin_sandbox::sandbox_partners;
 pub use self::builtin_sandbox::standalone as standalone_sandbox;
+use self::{builtin_sandbox::sandbox_partners, metrics::MetricsEndpoint};
 use crate::config::{Config, ConfigError, WorkersConfig};
 
 /// A bound, ready-to-run service.
@@ -53,6 +55,8 @@ pub struct Application {
     queue: JobQueue,
     workers: bool,
     dispatch: bool,
+    /// The metrics listener, when `[metrics] listen` is set.
+    metrics: Option<MetricsEndpoint>,
 }
 
 impl Application {
@@ -75,6 +79,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        let metrics = MetricsEndpoint::bind(&config.metrics).await?;
         let public_url = match &config.server.public_url {
             // Port 0 means "pick one": the URL must name the port actually bound.
             Some(url) if config.server.listen.port() != 0 => url.clone(),
@@ -132,6 +137,7 @@ impl Application {
             queue,
             workers: config.workers.enabled,
             dispatch: true,
+            metrics,
         })
     }
 
@@ -148,6 +154,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Where `GET /metrics` is served, when `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsEndpoint::addr)
     }
 
     /// The base URL browsers and partners use, without a trailing slash.
@@ -199,6 +210,9 @@ impl Application {
             partners.join(", ")
         };
         out.push_str(&format!("  Partners               {partners}\n"));
+        if let Some(addr) = self.metrics_addr() {
+            out.push_str(&format!("  Metrics (Prometheus)   http://{addr}/metrics\n"));
+        }
         if self.dev_jwt {
             // Never longer than the service accepts (`auth.max_token_lifetime_secs`).
             let ttl = Duration::from_secs(24 * 3600).min(self.jwt.max_lifetime());
@@ -227,18 +241,24 @@ impl Application {
         let workers = self
             .workers
             .then(|| Workers::start(self.workflows.clone(), self.queue.clone(), self.dispatch));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let metrics = MetricsEndpoint::spawn(self.metrics, &self.workflows, stopped);
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
                 // Outside our router too: it would answer a path that is not UTF-8 in plain text.
                 self.routes.with(api::LossyPaths).with(api::AccessLog),
-                shutdown,
+                async move {
+                    shutdown.await;
+                    let _ = stop.send(true);
+                },
                 Some(Duration::from_secs(10)),
             )
             .await;
         if let Some(workers) = workers {
             workers.shutdown().await;
         }
+        metrics.join().await;
         self.workflows.store().clone().close().await;
         served.context("HTTP server failed")
     }
@@ -285,6 +305,11 @@ pub(crate) fn workflow_settings(config: &Config) -> anyhow::Result<Settings> {
             max_run: Duration::from_secs(workers.max_run_secs),
             ..TransferSettings::default()
         },
+        runs: engine::store::RunRetention {
+            keep_for: Duration::from_secs(workers.run_retention_days * 86_400),
+            max_rows: workers.run_max_rows,
+        },
+        resume_spread: Duration::from_secs(workers.resume_spread_secs),
         ..Settings::default()
     })
 }
@@ -324,6 +349,7 @@ async fn open_unmigrated(config: &Config) -> anyhow::Result<Store> {
     };
     Store::open(&db.url, &options, config.crypto.keyring()?)
         .await
+        .map(|store| store.with_step_runs(config.workers.record_step_runs))
         .map_err(|e| anyhow::anyhow!("cannot open the database {url}: {}", cause(e)))
 }
 
@@ -397,10 +423,18 @@ pub async fn worker(config: Config) -> anyhow::Result<()> {
     }
     let partners = partners(partner_configs, &config.workers)?;
     let (workflows, queue) = components(&config, store, partners).await?;
+    let metrics = MetricsEndpoint::bind(&config.metrics).await?;
+    if let Some(metrics) = &metrics {
+        eprintln!("metrics at http://{}/metrics", metrics.addr());
+    }
     eprintln!("worker {} started", queue.worker_name());
     let workers = Workers::start(workflows.clone(), queue, true);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = MetricsEndpoint::spawn(metrics, &workflows, stopped);
     shutdown_signal().await;
+    let _ = stop.send(true);
     workers.shutdown().await;
+    metrics.join().await;
     workflows.store().clone().close().await;
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! Tokens, codes, secrets and health data never reach the logs. A connection's whole life runs
 //! through the service (connect, OAuth callback, the first transfer by the real workers, a
 //! refresh with rotation, disconnect with revocation at the partner) while every log event of
-//! every crate is captured at TRACE, with span fields, exactly as the fmt subscriber writes it;
-//! then the capture is searched for each secret that passed through.
+//! every crate is captured at TRACE, with span fields, twice: as the text format writes it and
+//! as `log.json = true` writes it (`tributary::logging::json_layer`). Both captures are searched
+//! for each secret that passed through; every JSON line must parse, and every line logged
+//! inside a step must name the step's connection and step.
 //!
 //! Its own test binary: the capturing subscriber is process-global.
 
@@ -17,23 +19,32 @@ use std::{
 
 use engine::{model::Actor, testing::TestDb};
 use reqwest::StatusCode;
+use tracing_subscriber::{layer::SubscriberExt as _, util::SubscriberInitExt as _};
 
 use crate::helpers::{TestApp, eventually, test_config};
 
 engine::backend_tests!(no_secret_or_health_datum_reaches_the_logs);
 
-/// Everything every test of this binary logged.
-fn capture() -> &'static Arc<Mutex<Vec<u8>>> {
-    static CAPTURE: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+type Buffer = Arc<Mutex<Vec<u8>>>;
+
+/// Everything every test of this binary logged: (as text, as JSON lines).
+fn capture() -> &'static (Buffer, Buffer) {
+    static CAPTURE: OnceLock<(Buffer, Buffer)> = OnceLock::new();
     CAPTURE.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter("trace")
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
+        let (text, json) = (Buffer::default(), Buffer::default());
+        let (text_sink, json_sink) = (text.clone(), json.clone());
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("trace"))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || Sink(text_sink.clone())),
+            )
+            .with(tributary::logging::json_layer(move || {
+                Sink(json_sink.clone())
+            }))
             .init();
-        buffer
+        (text, json)
     })
 }
 
@@ -206,17 +217,70 @@ async fn no_secret_or_health_datum_reaches_the_logs(db: &TestDb) {
     .await;
     app.stop().await;
 
-    let log = String::from_utf8_lossy(&capture.lock().unwrap()).into_owned();
-    // The capture works and saw this flow (so the test can fail).
-    assert!(
-        log.contains(&id.to_string()),
-        "the log mentions the connection"
+    let json = String::from_utf8_lossy(&capture.1.lock().unwrap()).into_owned();
+    json_lines_name_their_step(&json, id);
+    let text = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    for log in [&text, &json] {
+        // The capture works and saw this flow (so the test can fail).
+        assert!(
+            log.contains(&id.to_string()),
+            "the log mentions the connection"
+        );
+        assert!(
+            log.contains("/callback"),
+            "the log saw the callback request"
+        );
+        nothing_secret_in(log, &secrets, &datum);
+    }
+}
+
+/// Every JSON line parses; every line inside a `step` span names the span's connection and
+/// step; the workers' transfer and revocation of this connection logged such lines, and so did
+/// a delivery (a deliver job serves several connections and is logged under the first).
+fn json_lines_name_their_step(json: &str, id: engine::ids::ConnectionId) {
+    let (mut ours, mut any) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
     );
+    for line in json.lines() {
+        let line: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a JSON log line does not parse ({e}): {line}"));
+        assert!(
+            line["fields"].is_object() && line["level"].is_string(),
+            "{line}"
+        );
+        let Some(spans) = line["spans"].as_array() else {
+            continue;
+        };
+        for span in spans.iter().filter(|s| s["name"] == "step") {
+            let (connection, step) = (&span["connection"], &span["step"]);
+            assert!(
+                connection.is_string() && step.is_string(),
+                "a step's line without its connection and step: {line}"
+            );
+            let step = step.as_str().unwrap().to_owned();
+            if *connection == id.to_string() {
+                ours.insert(step.clone());
+            }
+            any.insert(step);
+        }
+    }
+    for step in ["fetch", "revoke"] {
+        assert!(
+            ours.contains(step),
+            "no JSON line of the {step} step of {id}: {ours:?}"
+        );
+    }
     assert!(
-        log.contains("/callback"),
-        "the log saw the callback request"
+        any.contains("deliver"),
+        "no JSON line of a deliver step: {any:?}"
     );
-    for (what, secret) in &secrets {
+}
+
+/// No secret of `secrets` and no health datum (the partner's field names, `datum`'s reading)
+/// is in `log`.
+fn nothing_secret_in(log: &str, secrets: &[(String, String)], datum: &serde_json::Value) {
+    for (what, secret) in secrets {
         assert!(secret.len() >= 8, "{what} is too short to search for");
         if let Some(at) = log.find(secret.as_str()) {
             let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
@@ -240,9 +304,11 @@ async fn no_secret_or_health_datum_reaches_the_logs(db: &TestDb) {
         );
     }
     let value = datum["value"].to_string();
-    let needle = format!("value={value}");
-    assert!(
-        !log.contains(&needle),
-        "a reading reached the log ({needle})"
-    );
+    // As the text format and the JSON format write a field.
+    for needle in [format!("value={value}"), format!("\"value\":{value}")] {
+        assert!(
+            !log.contains(&needle),
+            "a reading reached the log ({needle})"
+        );
+    }
 }

@@ -155,7 +155,7 @@ fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, String, String), Problem> 
 
 /// RFC 4648 §5 base64url without padding, strict: only canonical encodings decode (the
 /// base64 crate rejects padding and non-zero trailing bits).
-mod base64url {
+pub(crate) mod base64url {
     use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
     pub fn encode(bytes: &[u8]) -> String {

@@ -15,10 +15,14 @@
 //! - `meta.rs`: `/healthz`, `/readyz`. `partners.rs`: `/v1/partners`.
 //! - `connections.rs`: `/v1/users/{userId}/connections`, `/v1/connections/{id}[/…]`.
 //! - `invites.rs`: `/v1/clinics/{clinicId}/invites[/…]` (clinicians' invitations).
+//! - `runs.rs`: `/v1/connections/{id}/runs` (what each step run did).
 //! - `data.rs`: `/v1/users/{userId}/data` (transferred data, Tidepool model, keyset-paged).
 //! - `oauth.rs`: `/v1/oauth/{partner}/callback` (browser-facing, no bearer token).
 //! - `ops.rs`: refresh, alerts, revocations (operators); `outbox.rs`: the outbox and webhook
 //!   deliveries (operators); `doctor.rs`: the doctor's check and repair (operators).
+//! - `actions.rs`: `/v1/ops/…` replay, pause/resume, fail, clear an error; the pauses (operators).
+//! - `fleet.rs`: `/v1/ops/connections` (filtered, with stuck reasons), `/v1/ops/summary`
+//!   (operators); `fleet_models.rs`: their JSON.
 //! - `middleware.rs`: body limit, panics as problems, security headers, the access log
 //!   (method and path only: query strings carry OAuth codes and `state`s).
 //! - `routing.rs`: the `Allow` header of 405s, paths that are not UTF-8.
@@ -26,10 +30,13 @@
 //! The contract (error model, nullability, roles, the schemathesis check) is described in
 //! docs/api.md.
 
+mod actions;
 pub mod auth;
 mod connections;
 mod data;
 mod doctor;
+mod fleet;
+mod fleet_models;
 mod invites;
 mod meta;
 mod middleware;
@@ -42,8 +49,13 @@ mod params;
 mod partners;
 pub mod problem;
 mod routing;
+mod runs;
 mod security;
 
+pub use fleet::{
+    decode_cursor as decode_fleet_cursor, encode_cursor as encode_fleet_cursor,
+    page_json as fleet_page_json, summary_json as fleet_summary_json,
+};
 pub use middleware::AccessLog;
 pub use routing::LossyPaths;
 
@@ -54,9 +66,11 @@ use poem_openapi::{OpenApiService, Tags};
 use url::Url;
 use workflows::Workflows;
 
+use crate::fleet::FleetApi;
 use crate::{
-    connections::ConnectionsApi, data::DataApi, doctor::DoctorApi, invites::InvitesApi,
-    meta::MetaApi, oauth::OAuthApi, ops::OpsApi, outbox::OutboxApi, partners::PartnersApi,
+    actions::ActionsApi, connections::ConnectionsApi, data::DataApi, doctor::DoctorApi,
+    invites::InvitesApi, meta::MetaApi, oauth::OAuthApi, ops::OpsApi, outbox::OutboxApi,
+    partners::PartnersApi, runs::RunsApi,
 };
 
 /// How the API is served.
@@ -122,6 +136,15 @@ pub fn routes(
         DoctorApi {
             workflows: workflows.clone(),
         },
+        FleetApi {
+            workflows: workflows.clone(),
+        },
+        RunsApi {
+            workflows: workflows.clone(),
+        },
+        ActionsApi {
+            workflows: workflows.clone(),
+        },
         OutboxApi { workflows },
     );
     let service = OpenApiService::new(apis, "Tributary", env!("CARGO_PKG_VERSION"))
@@ -133,7 +156,7 @@ pub fn routes(
     let mut document: serde_json::Value = serde_json::from_str(&service.spec()).unwrap_or_default();
     // poem-openapi does not document `deny_unknown_fields`; the request body refuses unknown
     // fields (400 `invalid_body`), so the document says so.
-    for schema in ["NewConnection", "NewInvitation"] {
+    for schema in ["NewConnection", "NewInvitation", "ActionReason"] {
         document["components"]["schemas"][schema]["additionalProperties"] = false.into();
     }
     let mut allowed = routing::AllowedMethods::from_openapi(&document);

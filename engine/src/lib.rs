@@ -9,6 +9,7 @@
 //! - `failpoint.rs`: named step boundaries where tests stop a step dead (crash tests).
 //! - `text.rs`: outside text made storable on both backends and bounded for operators.
 //! - `invitation.rs`: invitations, email addresses, outbox message kinds.
+//! - `metrics.rs`: every exported metric's name and the function that emits it.
 //! - `ids.rs`: typed identifiers. `secret.rs`: redacting wrapper. `clock.rs`: injected time.
 
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod failpoint;
 pub mod ids;
 pub mod invitation;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod schedule;
 pub mod secret;

@@ -18,6 +18,9 @@ mod m20261201_000005_separate_refresh_bookkeeping;
 mod m20261201_000006_fold_operator_alerts;
 mod m20261201_000007_record_skips_and_rereads;
 mod m20261201_000008_create_invitations_and_outbox;
+mod m20261202_000009_create_step_runs;
+mod m20261202_000010_create_pauses;
+mod m20261202_000011_index_ops_filters;
 
 pub struct Migrator;
 
@@ -33,6 +36,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_fold_operator_alerts::Migration),
             Box::new(m20261201_000007_record_skips_and_rereads::Migration),
             Box::new(m20261201_000008_create_invitations_and_outbox::Migration),
+            Box::new(m20261202_000009_create_step_runs::Migration),
+            Box::new(m20261202_000010_create_pauses::Migration),
+            Box::new(m20261202_000011_index_ops_filters::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! **Development only**: it creates and drops its own databases and runs the sandbox in-process.
 
+mod ab;
 mod db;
 mod floor;
 /// The hostile partner as a configured partner (also used by the integration tests).
@@ -123,7 +124,12 @@ pub struct BenchArgs {
     /// times each, and report the rounds and the mean ratio.
     #[arg(long)]
     pub ab_webhooks: bool,
-    /// Rounds of `--ab-webhooks`.
+    /// For each configuration, run it without and with step runs recorded
+    /// (`workers.record_step_runs`) alternately, `--ab-rounds` times each: what recording them
+    /// costs transfers (docs/operations.md#step-runs).
+    #[arg(long, conflicts_with = "ab_webhooks")]
+    pub ab_runs: bool,
+    /// Rounds of `--ab-webhooks` and `--ab-runs`.
     #[arg(long, default_value_t = 3)]
     pub ab_rounds: usize,
 }
@@ -167,6 +173,9 @@ struct Outcome {
     refresh: Option<refresh::RefreshOutcome>,
     /// `Some` for a run with webhooks.
     webhooks: Option<webhooks::HookOutcome>,
+    /// Whether the workers recorded step runs, and how many they wrote.
+    step_runs: bool,
+    runs_written: u64,
 }
 
 const PARTNER: &str = "sandbox-cgm";
@@ -204,18 +213,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for backend in &args.backend {
         for &n in &args.connections {
             for (k, &processes) in args.processes.iter().enumerate() {
-                // With `--ab-webhooks`: without, with, without, with, …
+                // With `--ab-webhooks` or `--ab-runs`: without, with, without, with, …
+                // (webhooks, step runs) of each run.
                 let plan = if args.ab_webhooks {
-                    [false, true].repeat(args.ab_rounds)
+                    [(false, true), (true, true)].repeat(args.ab_rounds)
+                } else if args.ab_runs {
+                    [(args.webhooks, false), (args.webhooks, true)].repeat(args.ab_rounds)
                 } else {
-                    vec![args.webhooks]
+                    vec![(args.webhooks, true)]
                 };
-                for (i, &hooks) in plan.iter().enumerate() {
+                for (i, &(hooks, runs)) in plan.iter().enumerate() {
                     let floors = !args.no_floors && k == 0 && i == 0;
                     eprintln!(
-                        "bench: {} N={n} processes={processes}{}{}",
+                        "bench: {} N={n} processes={processes}{}{}{}",
                         backend.name(),
                         if hooks { " webhooks" } else { "" },
+                        if runs { "" } else { " no-step-runs" },
                         if floors { " (+ floors)" } else { "" }
                     );
                     let outcome = run_one(
@@ -223,7 +236,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                         *backend,
                         n,
                         processes,
-                        (floors, hooks),
+                        (floors, hooks, runs),
                         work.path(),
                         &exe,
                         &sandbox,
@@ -232,11 +245,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("{} N={n} processes={processes}", backend.name()))?;
                     eprintln!("bench: {outcome:?}");
-                    if args.ab_webhooks {
+                    if args.ab_webhooks || args.ab_runs {
+                        let with = if args.ab_runs { runs } else { hooks };
                         eprintln!(
                             "bench:   round {} {}: {:.0} cycles/s",
                             i / 2 + 1,
-                            if hooks { "with webhooks" } else { "without" },
+                            if with { "with" } else { "without" },
                             outcome.cycles_per_sec
                         );
                     }
@@ -250,6 +264,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     println!("{}", report(&args, &outcomes));
     print!("{}", webhooks::report(&outcomes, args.ab_webhooks));
+    if args.ab_runs {
+        print!("{}", ab::report(&outcomes, "step runs", |o| o.step_runs));
+    }
     if args.keep {
         let kept = work.keep();
         eprintln!("bench: kept {}", kept.display());
@@ -263,7 +280,7 @@ async fn run_one(
     backend: BackendArg,
     n: usize,
     processes: usize,
-    (floors, hooks): (bool, bool),
+    (floors, hooks, runs): (bool, bool, bool),
     dir: &Path,
     exe: &Path,
     sandbox: &Sandbox,
@@ -280,7 +297,7 @@ async fn run_one(
         backend,
         n,
         processes,
-        (floors, hooks.as_ref()),
+        (floors, hooks.as_ref(), runs),
         dir,
         exe,
         sandbox,
@@ -298,7 +315,7 @@ async fn run_in(
     backend: BackendArg,
     n: usize,
     processes: usize,
-    (floors, hooks): (bool, Option<&webhooks::BenchHooks>),
+    (floors, hooks, runs): (bool, Option<&webhooks::BenchHooks>, bool),
     dir: &Path,
     exe: &Path,
     sandbox: &Sandbox,
@@ -322,6 +339,7 @@ async fn run_in(
         backend: backend.name(),
         n,
         processes,
+        step_runs: runs,
         ..Outcome::default()
     };
     let settings = QueueSettings {
@@ -376,6 +394,7 @@ async fn run_in(
                 reread_at: Set(None),
                 contact_ciphertext: Set(None),
                 contact_key_id: Set(None),
+                idle_runs: Set(0),
                 ..Default::default()
             })
             .exec(store.db())
@@ -416,7 +435,7 @@ async fn run_in(
     let records_before = seed::record_count(&store).await?;
 
     // Worker processes.
-    let config = write_worker_config(args, dir, &db.url, &key, sandbox, hooks)?;
+    let config = write_worker_config(args, dir, &db.url, &key, sandbox, (hooks, runs))?;
     let mut children = Vec::new();
     for _ in 0..processes {
         children.push(spawn_worker(exe, &config, dir)?);
@@ -460,6 +479,7 @@ async fn run_in(
     let lag_done = outcome.lag_count - outcome.lag_unfinished;
     outcome.records_per_cycle = records as f64 / (done as usize + lag_done).max(1) as f64;
     outcome.errors = errors;
+    outcome.runs_written = seed::run_count(&store).await?;
     if let (Some(hooks), Some(hooked)) = (hooks, outcome.webhooks.as_mut()) {
         hooks.finish(&store, hooked).await?;
     }

@@ -97,6 +97,7 @@ pub async fn seed(
                 reread_at: Set(Some(now)),
                 contact_ciphertext: Set(None),
                 contact_key_id: Set(None),
+                idle_runs: Set(0),
             });
             ids.push(id);
         }
@@ -181,6 +182,14 @@ pub async fn last_syncs(
 pub async fn record_count(store: &Store) -> anyhow::Result<u64> {
     use sea_orm::PaginatorTrait;
     Ok(data_record::Entity::find().count(store.db()).await?)
+}
+
+/// Step runs written (docs/operations.md#step-runs).
+pub async fn run_count(store: &Store) -> anyhow::Result<u64> {
+    use sea_orm::PaginatorTrait;
+    Ok(engine::store::entities::step_run::Entity::find()
+        .count(store.db())
+        .await?)
 }
 
 /// Completed cycles of the throughput group and how many of them recorded an error.

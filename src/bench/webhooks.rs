@@ -15,7 +15,7 @@ use engine::Store;
 use sandbox::webhooks::WebhookReceiver;
 use workflows::deliver::signature::WebhookSecret;
 
-use super::{Outcome, report::opt};
+use super::Outcome;
 
 /// How long the bench waits for the outbox to drain after the measured phases.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -146,85 +146,9 @@ pub(super) fn report(outcomes: &[Outcome], ab: bool) -> String {
         ));
     }
     if ab {
-        out.push_str(&ab_report(outcomes));
+        out.push_str(&super::ab::report(outcomes, "webhooks", |o| {
+            o.webhooks.is_some()
+        }));
     }
     out
-}
-
-/// Per configuration, round k's run without webhooks beside round k's run with them.
-fn ab_report(outcomes: &[Outcome]) -> String {
-    let mut configs: Vec<(&str, usize, usize)> = Vec::new();
-    for o in outcomes {
-        let key = (o.backend, o.n, o.processes);
-        if !configs.contains(&key) {
-            configs.push(key);
-        }
-    }
-    let mut rounds = String::from(
-        "\nA/B, alternating in one process run (without, then with, each round):\n\n\
-         | backend | N | procs | round | without cycles/s | with cycles/s | with ÷ without | events accepted | pending at end |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    let mut summary = String::from(
-        "\n| backend | N | procs | rounds | mean without | mean with | mean ratio (min–max) | without spread | with spread |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    for (backend, n, processes) in configs {
-        let runs: Vec<_> = outcomes
-            .iter()
-            .filter(|o| (o.backend, o.n, o.processes) == (backend, n, processes))
-            .collect();
-        let without: Vec<f64> = runs
-            .iter()
-            .filter(|o| o.webhooks.is_none())
-            .map(|o| o.cycles_per_sec)
-            .collect();
-        let with: Vec<&Outcome> = runs
-            .iter()
-            .copied()
-            .filter(|o| o.webhooks.is_some())
-            .collect();
-        let mut ratios = Vec::new();
-        for (k, (a, b)) in without.iter().zip(&with).enumerate() {
-            let ratio = b.cycles_per_sec / a;
-            ratios.push(ratio);
-            let h = b.webhooks.as_ref().map(|h| (h.accepted, h.pending_end));
-            rounds.push_str(&format!(
-                "| {backend} | {n} | {processes} | {} | {a:.0} | {:.0} | {ratio:.3} | {} | {} |\n",
-                k + 1,
-                b.cycles_per_sec,
-                opt(h.map(|h| h.0 as f64), 0),
-                opt(h.map(|h| h.1 as f64), 0),
-            ));
-        }
-        let with: Vec<f64> = with.iter().map(|o| o.cycles_per_sec).collect();
-        summary.push_str(&format!(
-            "| {backend} | {n} | {processes} | {} | {} | {} | {} ({}–{}) | {} | {} |\n",
-            ratios.len(),
-            opt(mean(&without), 0),
-            opt(mean(&with), 0),
-            opt(mean(&ratios), 3),
-            opt(ratios.iter().copied().reduce(f64::min), 3),
-            opt(ratios.iter().copied().reduce(f64::max), 3),
-            spread(&without),
-            spread(&with),
-        ));
-    }
-    rounds + &summary
-}
-
-fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-/// `±x %`: half the range over the mean.
-fn spread(values: &[f64]) -> String {
-    let (Some(lo), Some(hi), Some(m)) = (
-        values.iter().copied().reduce(f64::min),
-        values.iter().copied().reduce(f64::max),
-        mean(values),
-    ) else {
-        return "—".to_owned();
-    };
-    format!("±{:.1} %", (hi - lo) / 2.0 / m * 100.0)
 }

@@ -18,14 +18,15 @@ use super::{BenchArgs, PARTNER, db::uuid_suffix, webhooks::BenchHooks};
 
 /// The configuration every worker process loads: the bench database, the bench keyring, the
 /// sandbox CGM partner at the bench's sandbox with overlap 0 and no client-side rate limit;
-/// with `hooks`, the bench's webhook receiver as `[webhooks.bench]`.
+/// with `hooks`, the bench's webhook receiver as `[webhooks.bench]`; without `runs`, no step
+/// runs recorded.
 pub(super) fn write_worker_config(
     args: &BenchArgs,
     dir: &Path,
     url: &str,
     key: &[u8; 32],
     sandbox: &Sandbox,
-    hooks: Option<&BenchHooks>,
+    (hooks, runs): (Option<&BenchHooks>, bool),
 ) -> anyhow::Result<PathBuf> {
     let mut toml = worker_config_toml(
         url,
@@ -35,7 +36,7 @@ pub(super) fn write_worker_config(
             partner: PARTNER,
             database: &format!("max_connections = {}\nbusy_timeout_ms = 30000", args.pool),
             workers: &format!(
-                "concurrency = {}\nbatch_size = {}\npoll_interval_ms = {}\ndispatch_batch = 500{}",
+                "concurrency = {}\nbatch_size = {}\npoll_interval_ms = {}\ndispatch_batch = 500\nrecord_step_runs = {runs}{}",
                 args.concurrency,
                 args.batch_size,
                 args.poll_ms,

@@ -111,6 +111,31 @@ fn bounds(config: &Config) -> Vec<Bound> {
             1,
             MAX_SECS,
         ),
+        bound(
+            "workers.run_retention_days",
+            workers.run_retention_days,
+            1,
+            3650,
+        ),
+        bound(
+            "workers.run_max_rows",
+            workers.run_max_rows,
+            1000,
+            10_000_000_000,
+        ),
+        // 0: everything freed is due at once.
+        bound(
+            "workers.resume_spread_secs",
+            workers.resume_spread_secs,
+            0,
+            86_400,
+        ),
+        bound(
+            "metrics.sample_interval_secs",
+            config.metrics.sample_interval_secs,
+            1,
+            3_600,
+        ),
         bound("email.port", config.email.port, 1, 65_535),
         bound(
             "email.timeout_secs",

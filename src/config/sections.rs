@@ -1,5 +1,5 @@
 //! The option structs of the sections that hold no secrets: `[server]`, `[database]`,
-//! `[oauth]`, `[sandbox]`, `[workers]` and `[log]`. Their doc comments are the reference; the
+//! `[oauth]`, `[sandbox]`, `[workers]`, `[log]` and `[metrics]`. Their doc comments are the reference; the
 //! bounds of every number are in `bounds.rs` and docs/configuration.md.
 //!
 //! Defaults that a lower layer also uses (the job queue's, the workflows') are taken from that
@@ -170,6 +170,16 @@ pub struct WorkersConfig {
     /// its length (its partner's `max_response_bytes` when unannounced), and a window's first
     /// response waits while the budget is spent. Default 268435456 (256 MiB).
     pub response_memory_bytes: usize,
+    /// Step runs (docs/operations.md#step-runs) are kept this many days. Default 7.
+    pub run_retention_days: u64,
+    /// At most this many step runs are kept (the oldest go first). Default 5000000.
+    pub run_max_rows: u64,
+    /// Write step runs. Default true; false only to measure what recording them costs
+    /// (`tributary bench --ab-runs`): operators then see no runs.
+    pub record_step_runs: bool,
+    /// When a partner or everything is resumed, each overdue transfer and refresh is made due
+    /// at a random time within this many seconds (docs/operations.md#actions). Default 300.
+    pub resume_spread_secs: u64,
 }
 
 impl Default for WorkersConfig {
@@ -187,6 +197,10 @@ impl Default for WorkersConfig {
             max_run_secs: transfer.max_run.as_secs(),
             stale_refresh_secs: Settings::default().stale_refresh_after.as_secs(),
             response_memory_bytes: workflows::adapters::DEFAULT_RESPONSE_MEMORY_BYTES,
+            run_retention_days: engine::store::RunRetention::default().keep_for.as_secs() / 86_400,
+            run_max_rows: engine::store::RunRetention::default().max_rows,
+            record_step_runs: true,
+            resume_spread_secs: Settings::default().resume_spread.as_secs(),
         }
     }
 }
@@ -197,7 +211,8 @@ impl Default for WorkersConfig {
 pub struct LogConfig {
     /// `tracing` filter directives, e.g. `info,sqlx=warn` or `debug,hyper=info`.
     pub filter: String,
-    /// One JSON object per line instead of human-readable text.
+    /// One JSON object per line instead of human-readable text, each with its span fields:
+    /// every line a step logs names its `connection` and `step` (docs/operations.md#logs).
     pub json: bool,
 }
 
@@ -206,6 +221,30 @@ impl Default for LogConfig {
         Self {
             filter: "info,sqlx=warn".to_owned(),
             json: false,
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint (docs/operations.md#metrics).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address and port of a listener of its own that serves `GET /metrics` in the Prometheus
+    /// text format, without authentication, e.g. `127.0.0.1:9464`. Unset (the default, in
+    /// every mode): no metrics are collected or served. Bind it to loopback or a network only
+    /// the scraper reaches: the endpoint is not behind the API's bearer tokens.
+    pub listen: Option<SocketAddr>,
+    /// How often the gauges (connections by partner and state, due and in-flight transfers,
+    /// queue depths, stuck connections) are read from the database, in seconds: one aggregate
+    /// read per process per interval, whatever the scrape rate. Default 15.
+    pub sample_interval_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            sample_interval_secs: 15,
         }
     }
 }

@@ -10,8 +10,12 @@
 //! - `configuration.rs`: configuration errors exit 2 naming the key; unreachable databases.
 //! - `serve.rs`: `serve`'s banner and the standalone sandbox.
 //! - `ops.rs`: `tributary ops doctor`: what it lists, repairs, and its exit status.
+//! - `inspect.rs`: `tributary ops summary` and `ops list`: tables, JSON, filters, pages.
+//! - `actions.rs`: `tributary ops replay|pause|resume|pauses`: the actions and their exit status.
 
+mod actions;
 mod configuration;
+mod inspect;
 mod ops;
 mod serve;
 mod token;
@@ -66,4 +70,46 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// An active connection of `alice` to the sandbox CGM partner whose access token is `access`
+/// (no refresh token), made through the store's own transitions.
+async fn active_connection(
+    store: &engine::Store,
+    state_hash: &str,
+    access: &str,
+) -> engine::ids::ConnectionId {
+    use chrono::{TimeDelta, Utc};
+    use engine::{
+        ids::{PartnerName, UserId},
+        model::{Actor, Change, NewAuthorization, TokenSet},
+        secret::SecretString,
+        state::Event,
+    };
+    let authorization = NewAuthorization {
+        state_hash: state_hash.to_owned(),
+        pkce_verifier: SecretString::from("verifier"),
+        expires_at: Utc::now() + TimeDelta::minutes(10),
+    };
+    let (opened, _) = store
+        .open_connection(
+            &UserId::parse("alice").unwrap(),
+            &PartnerName::parse("sandbox-cgm").unwrap(),
+            Change::new(
+                Event::StartAuthorization { authorization },
+                Actor::new("user", "alice"),
+            ),
+        )
+        .await
+        .unwrap();
+    let id = opened.connection.id;
+    let tokens = TokenSet {
+        access_token: SecretString::from(access),
+        refresh_token: None,
+        expires_at: Some(Utc::now() + TimeDelta::hours(2)),
+        scope: None,
+    };
+    let authorized = Change::new(Event::Authorized { tokens }, Actor::system("test"));
+    store.apply(id, None, authorized).await.unwrap();
+    id
 }

@@ -2,14 +2,7 @@
 //! `--repair` fixes it with exit 0 and the operator in the journal, a clean database exits 0,
 //! and a violation that is only reported keeps the exit status at 1.
 
-use chrono::{TimeDelta, Utc};
-use engine::{
-    ids::{PartnerName, UserId},
-    model::{Actor, Change, NewAuthorization, TokenSet},
-    secret::SecretString,
-    state::Event,
-    testing::TestDb,
-};
+use engine::testing::TestDb;
 use sea_orm::{ConnectionTrait, Statement};
 
 use crate::{contains_jwt, stderr, stdout, tributary};
@@ -33,31 +26,7 @@ async fn sql(store: &engine::Store, text: &str, id: &str) {
 async fn doctor_lists_repairs_and_exits_by_what_remains() {
     let db = TestDb::sqlite().await;
     let store = db.store().await;
-    let authorization = NewAuthorization {
-        state_hash: "cli-doctor".to_owned(),
-        pkce_verifier: SecretString::from("verifier"),
-        expires_at: Utc::now() + TimeDelta::minutes(10),
-    };
-    let (opened, _) = store
-        .open_connection(
-            &UserId::parse("alice").unwrap(),
-            &PartnerName::parse("sandbox-cgm").unwrap(),
-            Change::new(
-                Event::StartAuthorization { authorization },
-                Actor::new("user", "alice"),
-            ),
-        )
-        .await
-        .unwrap();
-    let id = opened.connection.id;
-    let tokens = TokenSet {
-        access_token: SecretString::from(ACCESS),
-        refresh_token: None,
-        expires_at: Some(Utc::now() + TimeDelta::hours(2)),
-        scope: None,
-    };
-    let authorized = Change::new(Event::Authorized { tokens }, Actor::system("test"));
-    store.apply(id, None, authorized).await.unwrap();
+    let id = crate::active_connection(&store, "cli-doctor", ACCESS).await;
     let id = id.to_string();
     sql(
         &store,

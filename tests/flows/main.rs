@@ -2,17 +2,21 @@
 //! `tributary serve` runs), its built-in sandbox partner, real HTTP, a real SQLite file or a
 //! real PostgreSQL database. Each test runs on both backends (`engine::backend_tests!`).
 
+mod actions;
 mod callbacks;
 mod connect;
 mod deliveries;
 mod doctor;
+mod fleet;
 mod harness;
 mod helpers;
 mod hostile;
 mod http;
 mod invitations;
 mod lifecycle;
+mod metrics;
 mod notices;
+mod runs;
 mod steps;
 mod transfer;
 mod transfer_faults;

@@ -32,6 +32,7 @@ mod partners;
 pub mod records;
 mod refresh;
 mod revoke;
+mod runs;
 
 use std::{sync::Arc, time::Duration};
 
@@ -69,6 +70,10 @@ pub struct Settings {
     pub invitations: InvitationSettings,
     /// Emails and webhooks.
     pub delivery: deliver::DeliverySettings,
+    /// How long and how many step runs are kept (docs/operations.md#step-runs).
+    pub runs: engine::store::RunRetention,
+    /// Overdue work freed by a resume is spread over this window (docs/operations.md#actions).
+    pub resume_spread: Duration,
 }
 
 /// Process-wide transfer settings (per-partner ones are in [`fetch::TransferConfig`]).
@@ -120,6 +125,25 @@ impl Settings {
             ..engine::store::DoctorSettings::default()
         }
     }
+
+    /// The stuck reasons' thresholds (docs/operations.md#stuck-thresholds): the doctor's
+    /// bounds and this configuration's authorization lifetime; the rest are the defaults.
+    pub fn stuck(&self) -> engine::store::StuckSettings {
+        engine::store::StuckSettings {
+            doctor: self.doctor(),
+            authorization_lifetime: self.state_ttl,
+            ..engine::store::StuckSettings::default()
+        }
+    }
+
+    /// The operators' actions' bounds (docs/operations.md#actions).
+    pub fn actions(&self) -> engine::store::ActionSettings {
+        engine::store::ActionSettings {
+            dispatch_lease: self.transfer.dispatch_lease,
+            stale_refresh_after: self.stale_refresh_after,
+            resume_spread: self.resume_spread,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -134,6 +158,8 @@ impl Default for Settings {
             transfer: TransferSettings::default(),
             invitations: InvitationSettings::default(),
             delivery: deliver::DeliverySettings::default(),
+            runs: engine::store::RunRetention::default(),
+            resume_spread: engine::store::ActionSettings::default().resume_spread,
         }
     }
 }

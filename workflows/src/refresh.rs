@@ -18,6 +18,7 @@ use engine::{
     model::{Actor, Change, Connection, ErrorInfo, ErrorUpdate, TokenSet},
     schedule::backoff,
     state::{Event, State},
+    store::Step,
 };
 
 use crate::{Workflows, error::WorkflowError, partner::OAuthError};
@@ -44,7 +45,28 @@ pub enum RefreshOutcome {
 const MAX_REFRESH_BACKOFF: Duration = Duration::from_secs(30 * 60);
 
 impl Workflows {
+    /// Refreshes an active connection's tokens, and records the run (docs/operations.md#step-runs).
     pub async fn refresh(
+        &self,
+        id: ConnectionId,
+        actor: Actor,
+    ) -> Result<RefreshOutcome, WorkflowError> {
+        let started_at = self.store.clock().now();
+        let tally = engine::store::StatusTally::default();
+        let outcome = crate::runs::tallied(tally.clone(), self.refresh_once(id, actor)).await?;
+        let (name, code) = match &outcome {
+            RefreshOutcome::Busy | RefreshOutcome::NotNeeded { .. } => return Ok(outcome),
+            RefreshOutcome::Refreshed { .. } => ("refreshed", None),
+            RefreshOutcome::Deferred { code, .. } => ("deferred", Some(code.as_str())),
+            RefreshOutcome::Revoked { .. } => ("revoked", Some("invalid_grant")),
+        };
+        let now = self.store.clock().now();
+        let run = crate::runs::ended(Step::Refresh, id, started_at, now, &tally, name, code);
+        self.record_runs(&[run]).await;
+        Ok(outcome)
+    }
+
+    async fn refresh_once(
         &self,
         id: ConnectionId,
         actor: Actor,

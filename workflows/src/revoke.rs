@@ -17,6 +17,7 @@ use engine::{
     model::{Actor, Change, Connection, ErrorInfo},
     schedule::backoff,
     state::Event,
+    store::Step,
 };
 
 use crate::{Workflows, error::WorkflowError, partner::OAuthError};
@@ -79,10 +80,21 @@ impl Workflows {
                     .await?;
                 continue;
             };
-            let answer = client.revoke(&revocation.refresh_token).await;
+            let started_at = self.store.clock().now();
+            let tally = engine::store::StatusTally::default();
+            let answer =
+                crate::runs::tallied(tally.clone(), client.revoke(&revocation.refresh_token)).await;
+            let run = |outcome: &str, code: Option<&str>| {
+                let now = self.store.clock().now();
+                let id = revocation.connection_id;
+                crate::runs::ended(Step::Revoke, id, started_at, now, &tally, outcome, code)
+            };
             self.store.failpoints().hit(failpoint::REVOKE_ANSWERED)?;
             match answer {
-                Ok(()) => self.store.finish_revocation(revocation, true, None).await?,
+                Ok(()) => {
+                    self.store.finish_revocation(revocation, true, None).await?;
+                    self.record_runs(&[run("revoked", None)]).await;
+                }
                 Err(err) => {
                     let attempts = revocation.attempts + 1;
                     if let OAuthError::Configuration { code } = &err {
@@ -103,6 +115,8 @@ impl Workflows {
                         self.store
                             .finish_revocation(revocation, false, Some(err.code()))
                             .await?;
+                        self.record_runs(&[run("abandoned", Some(err.code()))])
+                            .await;
                     } else {
                         let retry_after = match &err {
                             OAuthError::Transient { retry_after, .. } => *retry_after,
@@ -120,6 +134,7 @@ impl Workflows {
                         self.store
                             .retry_revocation(revocation, next, err.code())
                             .await?;
+                        self.record_runs(&[run("retrying", Some(err.code()))]).await;
                     }
                 }
             }
@@ -146,6 +161,10 @@ impl Workflows {
                     .unwrap_or(TimeDelta::days(30));
             if let Err(err) = self.store.purge_messages(kept).await {
                 tracing::error!(error = %err, "purging delivered messages failed");
+            }
+            let now = self.store.clock().now();
+            if let Err(err) = self.store.purge_runs(now, self.settings.runs).await {
+                tracing::error!(error = %err, "purging old step runs failed");
             }
             match self.expire_invitations().await {
                 Ok(0) => {}

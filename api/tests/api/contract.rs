@@ -351,7 +351,7 @@ async fn every_post_documents_and_answers_413() {
             assert_documented(&doc, method, template, &reply);
         }
     }
-    assert_eq!(posts, 10);
+    assert_eq!(posts, 19);
     // A GET with a body answers as without one.
     let reply = app
         .send(

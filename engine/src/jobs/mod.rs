@@ -25,7 +25,7 @@
 //! - `sql.rs`: queries on apalis's tables (push, purge, pending counts, live connections).
 //! - `worker.rs`: worker pools per step, the handler wrapper, graceful shutdown.
 
-mod sql;
+pub(crate) mod sql;
 mod worker;
 
 use std::{

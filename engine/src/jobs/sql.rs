@@ -183,7 +183,7 @@ const SQLITE_PENDING: &str = concat!("SELECT COUNT(*) FROM Jobs WHERE ", live!("
 const PG_LIVE_JOBS: &str = concat!("SELECT job FROM apalis.jobs WHERE ", live!("$1"));
 const SQLITE_LIVE_JOBS: &str = concat!("SELECT job FROM Jobs WHERE ", live!("?1"));
 
-pub(super) async fn pending(pool: &Pool, step: Step) -> Result<u64, JobError> {
+pub(crate) async fn pending(pool: &Pool, step: Step) -> Result<u64, JobError> {
     let count: i64 = match pool {
         Pool::Postgres(p) => sqlx::query(PG_PENDING)
             .bind(step.queue())
@@ -199,7 +199,7 @@ pub(super) async fn pending(pool: &Pool, step: Step) -> Result<u64, JobError> {
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
-pub(super) async fn live_connection_ids(pool: &Pool, step: Step) -> Result<Vec<String>, JobError> {
+pub(crate) async fn live_connection_ids(pool: &Pool, step: Step) -> Result<Vec<String>, JobError> {
     let payloads: Vec<Vec<u8>> = match pool {
         Pool::Postgres(p) => {
             sqlx::query_scalar(PG_LIVE_JOBS)

@@ -15,6 +15,7 @@ use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use serde_json::Value;
 use tokio::{sync::watch, task::JoinHandle};
+use tracing::Instrument as _;
 
 use super::{JobQueue, Step, StepJob};
 use crate::store::Pool;
@@ -308,29 +309,37 @@ where
         }
     };
     let (connection, version) = (job.connection_id.clone(), job.version);
-    let started = Instant::now();
-    // Spawned: its own task (a panic is contained, and handlers run on all runtime threads
-    // rather than inside the worker's single polling task).
-    let mut running = AbortOnDrop(tokio::spawn(async move {
-        tokio::time::timeout(timeout, handler(job)).await
-    }));
-    let outcome = (&mut running.0).await;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    match outcome {
-        Ok(Ok(Ok(()))) => {
-            tracing::debug!(%step, connection, version, elapsed_ms, "step done");
+    // Every event of the step, here and in the handler, is logged inside this span: its
+    // connection and step are on every line (docs/operations.md#logs). A deliver job that
+    // serves `more` connections beside the first is logged under the first.
+    let span = tracing::info_span!("step", step = %step, connection = %connection, version);
+    async move {
+        let started = Instant::now();
+        // Spawned: its own task (a panic is contained, and handlers run on all runtime threads
+        // rather than inside the worker's single polling task); the span goes with it.
+        let mut running = AbortOnDrop(tokio::spawn(
+            async move { tokio::time::timeout(timeout, handler(job)).await }.in_current_span(),
+        ));
+        let outcome = (&mut running.0).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(Ok(Ok(()))) => {
+                tracing::debug!(%step, connection, version, elapsed_ms, "step done");
+            }
+            Ok(Ok(Err(error))) => tracing::warn!(
+                %step, connection, version, elapsed_ms, error,
+                "step failed (not retried by the queue)"
+            ),
+            Ok(Err(_)) => tracing::error!(
+                %step, connection, version, elapsed_ms,
+                "step timed out and was cancelled"
+            ),
+            Err(e) if e.is_panic() => {
+                tracing::error!(%step, connection, version, elapsed_ms, "step panicked");
+            }
+            Err(_) => tracing::warn!(%step, connection, version, "step cancelled"),
         }
-        Ok(Ok(Err(error))) => tracing::warn!(
-            %step, connection, version, elapsed_ms, error,
-            "step failed (not retried by the queue)"
-        ),
-        Ok(Err(_)) => tracing::error!(
-            %step, connection, version, elapsed_ms,
-            "step timed out and was cancelled"
-        ),
-        Err(e) if e.is_panic() => {
-            tracing::error!(%step, connection, version, elapsed_ms, "step panicked");
-        }
-        Err(_) => tracing::warn!(%step, connection, version, "step cancelled"),
     }
+    .instrument(span)
+    .await;
 }

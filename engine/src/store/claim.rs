@@ -19,8 +19,14 @@ fn skip_locked(backend: DbBackend) -> &'static str {
 
 impl Store {
     /// Claims up to `limit` due, unpaused connections that may transfer and whose lease is free
-    /// or expired.
+    /// or expired. Unpaused: neither the connection, nor its partner, nor everything
+    /// (docs/operations.md#actions); with everything paused nothing is read at all.
     pub async fn claim_due(&self, limit: u64, dispatch_lease: Duration) -> Result<Vec<Claimed>> {
+        let pauses = self.pause_filter().await?;
+        if pauses.all {
+            return Ok(Vec::new());
+        }
+        let (partners, skipped) = pauses.skip_partners(5);
         let now = self.clock.now();
         let until = now + delta(dispatch_lease);
         let backend = self.db.get_database_backend();
@@ -28,47 +34,48 @@ impl Store {
             "UPDATE connections SET sync_lease_until = $1, sync_lease_token = NULL \
              WHERE id IN (SELECT id FROM connections \
                 WHERE state IN {states} AND paused = $2 AND next_sync_at <= $3 \
-                AND (sync_lease_until IS NULL OR sync_lease_until < $3) \
+                AND (sync_lease_until IS NULL OR sync_lease_until < $3){partners} \
                 ORDER BY next_sync_at LIMIT $4 {lock}) \
              RETURNING id, version",
             states = State::transfer_guard_sql(),
             lock = skip_locked(backend),
         );
-        self.claimed(
-            backend,
-            sql,
-            vec![until.into(), false.into(), now.into(), limit_value(limit)],
-        )
-        .await
+        let mut values = vec![until.into(), false.into(), now.into(), limit_value(limit)];
+        values.extend(skipped);
+        self.claimed(backend, sql, values).await
     }
 
     /// Claims up to `limit` active connections whose refresh is due: their `refresh_due_at`
     /// moves `lease` ahead, so a job lost after the claim is simply due again then, and a
     /// connection is offered to one refresh job at a time across processes. The job is fenced
-    /// by the version returned.
+    /// by the version returned. Paused connections (on their own, by partner or all) are not
+    /// refreshed: their access tokens lapse while paused (docs/operations.md#pauses-and-tokens).
     pub async fn claim_due_refreshes(&self, limit: u64, lease: Duration) -> Result<Vec<Claimed>> {
+        let pauses = self.pause_filter().await?;
+        if pauses.all {
+            return Ok(Vec::new());
+        }
+        let (partners, skipped) = pauses.skip_partners(6);
         let now = self.clock.now();
         let until = now + delta(lease);
         let backend = self.db.get_database_backend();
         let sql = format!(
             "UPDATE connections SET refresh_due_at = $1 \
              WHERE id IN (SELECT id FROM connections \
-                WHERE refresh_due_at <= $2 AND state = $3 \
+                WHERE refresh_due_at <= $2 AND state = $3 AND paused = $5{partners} \
                 ORDER BY refresh_due_at LIMIT $4 {lock}) \
              RETURNING id, version",
             lock = skip_locked(backend),
         );
-        self.claimed(
-            backend,
-            sql,
-            vec![
-                until.into(),
-                now.into(),
-                State::Active.as_str().into(),
-                limit_value(limit),
-            ],
-        )
-        .await
+        let mut values = vec![
+            until.into(),
+            now.into(),
+            State::Active.as_str().into(),
+            limit_value(limit),
+            false.into(),
+        ];
+        values.extend(skipped);
+        self.claimed(backend, sql, values).await
     }
 
     async fn claimed(

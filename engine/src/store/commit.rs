@@ -5,16 +5,12 @@
 //! nothing, whatever the rest of its group does.
 
 use std::{
-    collections::HashMap,
-    sync::{
-        LazyLock,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseTransaction, DbBackend, DbErr, EntityTrait, Statement, TransactionTrait};
+use sea_orm::{DbBackend, DbErr, EntityTrait, TransactionTrait};
 use tokio::sync::oneshot;
 
 use super::{
@@ -23,32 +19,36 @@ use super::{
     entities::{connection, outbox},
     group::GroupCommit,
     outbox::DataSynced,
-    rows::{CONNECTION_COLUMNS, json_param, json_rows, json_time},
+    runs::{FetchRun, StepRun, insert_runs, observed},
     start::StartRequest,
-    transfer::{Chunk, ChunkStats, SkippedRecord, SyncLease, Tail, delta},
+    transfer::{Chunk, ChunkStats, SkippedRecord, SyncLease, Tail},
     upsert::{Writes, prepare, record_skips, upsert_records},
 };
 use crate::{
     failpoint,
+    ids::ConnectionId,
     model::{Connection, MappedRecord},
-    state::State,
 };
 
 /// A chunk commit waiting for its group.
 pub(super) struct CommitRequest {
-    id: String,
+    pub(super) id: String,
     user_id: String,
-    token: String,
+    pub(super) token: String,
     records: Vec<MappedRecord>,
     hashes: Vec<[u8; 32]>,
     skipped: Vec<SkippedRecord>,
-    conflicting: u64,
+    pub(super) conflicting: u64,
     /// `None`: the cursor stays (a re-read of older windows).
-    fetched_through: Option<DateTime<Utc>>,
+    pub(super) fetched_through: Option<DateTime<Utc>>,
     /// The chunk's newest/oldest live record time.
-    newest: Option<DateTime<Utc>>,
-    oldest: Option<DateTime<Utc>>,
-    tail: Tail,
+    pub(super) newest: Option<DateTime<Utc>>,
+    pub(super) oldest: Option<DateTime<Utc>>,
+    pub(super) tail: Tail,
+    /// An earlier window of this run moved the connection's newest data time.
+    pub(super) moved: bool,
+    /// The run so far, for a last window: its step run is written in this commit.
+    run: Option<FetchRun>,
     reply: oneshot::Sender<Result<(ChunkStats, Option<connection::Model>)>>,
 }
 
@@ -128,81 +128,6 @@ impl Store {
 pub(super) fn group_failed() -> StoreError {
     StoreError::Corrupt("the storage task running this commit failed".to_owned())
 }
-
-#[derive(serde::Serialize)]
-struct AdvanceRow<'a> {
-    k: &'a str,
-    tok: &'a str,
-    thru: Option<String>,
-    newest: Option<String>,
-    oldest: Option<String>,
-    conflicting: i64,
-    until: Option<String>,
-    fin: bool,
-    next: Option<String>,
-    reread: bool,
-}
-
-/// Every request's lease check and cursor advance, in one statement for the group. The columns
-/// a completed run writes (`fin`) are listed here once: streak and error cleared, next run
-/// planned, lease released, `last_sync_at` set.
-fn advance_statement(backend: DbBackend) -> String {
-    let rows = json_rows(
-        backend,
-        1,
-        &[
-            ("k", "text"),
-            ("tok", "text"),
-            ("thru", "timestamptz"),
-            ("newest", "timestamptz"),
-            ("oldest", "timestamptz"),
-            ("conflicting", "bigint"),
-            ("until", "timestamptz"),
-            ("fin", "boolean"),
-            ("next", "timestamptz"),
-            ("reread", "boolean"),
-        ],
-    );
-    let when_fin =
-        |then: &str, column: &str| format!("CASE WHEN v.fin THEN {then} ELSE {column} END");
-    format!(
-        "UPDATE connections SET
-            fetched_through = COALESCE(v.thru, fetched_through),
-            latest_data_time = CASE WHEN v.newest IS NOT NULL
-                AND (latest_data_time IS NULL OR v.newest > latest_data_time)
-                THEN v.newest ELSE latest_data_time END,
-            earliest_data_time = CASE WHEN v.oldest IS NOT NULL
-                AND (earliest_data_time IS NULL OR v.oldest < earliest_data_time)
-                THEN v.oldest ELSE earliest_data_time END,
-            records_conflicting = records_conflicting + v.conflicting,
-            sync_lease_until = {lease_until},
-            sync_lease_token = {lease_token},
-            next_sync_at = {next},
-            last_sync_at = {last_sync},
-            failure_count = {failures},
-            failing_since = {failing},
-            last_error_code = {error_code},
-            last_error = {error},
-            reread_at = CASE WHEN v.reread THEN $2 ELSE reread_at END
-         FROM {rows}
-         WHERE connections.id = v.k AND connections.sync_lease_token = v.tok
-           AND connections.state IN {states}
-         RETURNING {columns}",
-        lease_until = when_fin("NULL", "v.until"),
-        lease_token = when_fin("NULL", "sync_lease_token"),
-        next = when_fin("v.next", "next_sync_at"),
-        last_sync = when_fin("$3", "last_sync_at"),
-        failures = when_fin("0", "failure_count"),
-        failing = when_fin("NULL", "failing_since"),
-        error_code = when_fin("NULL", "last_error_code"),
-        error = when_fin("NULL", "last_error"),
-        states = State::transfer_guard_sql(),
-        columns = *CONNECTION_COLUMNS,
-    )
-}
-
-static PG_ADVANCE: LazyLock<String> = LazyLock::new(|| advance_statement(DbBackend::Postgres));
-static SQLITE_ADVANCE: LazyLock<String> = LazyLock::new(|| advance_statement(DbBackend::Sqlite));
 
 impl Store {
     /// Stores a chunk of records and advances the cursor to `fetched_through` (`None`: the
@@ -292,6 +217,7 @@ impl Store {
         let live = || chunk.records.iter().filter(|r| !r.retired).map(|r| r.time);
         let (newest, oldest) = (live().max(), live().min());
         let (reply, answer) = oneshot::channel();
+        let finishing = matches!(tail, Tail::Finish { .. });
         let mut records = chunk.records;
         let (hashes, repeated) = prepare(&mut records)?;
         let request = CommitRequest {
@@ -306,6 +232,8 @@ impl Store {
             newest,
             oldest,
             tail,
+            moved: lease.connection.latest_data_time != lease.run.started_latest,
+            run: finishing.then(|| lease.run.clone()),
             reply,
         };
         let store = self.clone();
@@ -318,8 +246,10 @@ impl Store {
             .await
             .ok_or_else(group_failed)??;
         let row = row.ok_or_else(|| StoreError::Corrupt("committed row not returned".into()))?;
-        // Keep the lease's view of the row current (the rest of the run reads it).
+        // Keep the lease's view of the row and of its run current (the rest of the run reads
+        // them).
         lease.connection = to_domain(row.clone())?;
+        lease.run.counts.add_window(stats);
         Ok((stats, Some(row)))
     }
 
@@ -429,8 +359,11 @@ impl Store {
         if queued {
             outbox::Entity::insert_many(events).exec(&txn).await?;
         }
+        let runs = completed_runs(group, &stats, &held, now)?;
+        insert_runs(&txn, self.recorded(&runs)).await?;
         self.failpoints.hit(failpoint::COMMIT_RECORDS_WRITTEN)?;
         txn.commit().await?;
+        observed(&runs);
         if queued {
             self.deliveries_queued.notify_one();
         }
@@ -443,57 +376,32 @@ impl Store {
             })
             .collect())
     }
+}
 
-    /// The group's lease checks and cursor advances: the rows whose lease held, by id.
-    async fn advance_cursors(
-        &self,
-        txn: &DatabaseTransaction,
-        group: &[CommitRequest],
-        now: DateTime<Utc>,
-    ) -> Result<HashMap<String, connection::Model>> {
-        let backend = self.db.get_database_backend();
-        let time = |t: DateTime<Utc>| json_time(backend, t);
-        let rows: Vec<AdvanceRow<'_>> = group
-            .iter()
-            .map(|r| {
-                let (until, fin, next, reread) = match r.tail {
-                    Tail::Extend { lease, reread } => {
-                        (Some(time(now + delta(lease))), false, None, reread)
-                    }
-                    Tail::Finish {
-                        next_sync_at,
-                        reread,
-                        ..
-                    } => (None, true, Some(time(next_sync_at)), reread),
-                };
-                AdvanceRow {
-                    k: &r.id,
-                    tok: &r.token,
-                    thru: r.fetched_through.map(time),
-                    newest: r.newest.map(time),
-                    oldest: r.oldest.map(time),
-                    conflicting: i64::try_from(r.conflicting).unwrap_or(i64::MAX),
-                    until,
-                    fin,
-                    next,
-                    reread,
-                }
-            })
-            .collect();
-        let sql = match backend {
-            DbBackend::Postgres => PG_ADVANCE.as_str(),
-            _ => SQLITE_ADVANCE.as_str(),
+/// The step runs of the group's last windows whose lease held: each run so far plus its last
+/// window (docs/operations.md#step-runs).
+fn completed_runs(
+    group: &[CommitRequest],
+    stats: &[ChunkStats],
+    held: &std::collections::HashMap<String, connection::Model>,
+    now: DateTime<Utc>,
+) -> Result<Vec<StepRun>> {
+    let mut runs = Vec::new();
+    for (request, stats) in group.iter().zip(stats) {
+        let Some(run) = request
+            .run
+            .as_ref()
+            .filter(|_| held.contains_key(&request.id))
+        else {
+            continue;
         };
-        Ok(connection::Entity::find()
-            .from_raw_sql(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [json_param(&rows)?, now.into(), now.into()],
-            ))
-            .all(txn)
-            .await?
-            .into_iter()
-            .map(|row| (row.id.clone(), row))
-            .collect())
+        let id = request
+            .id
+            .parse::<ConnectionId>()
+            .map_err(|_| StoreError::Corrupt(format!("connection id {}", request.id)))?;
+        let mut run = run.clone();
+        run.counts.add_window(*stats);
+        runs.push(run.ended(id, now, "completed", None));
     }
+    Ok(runs)
 }

@@ -180,6 +180,7 @@ impl Store {
             reread_at: Set(None),
             contact_ciphertext: Set(None),
             contact_key_id: Set(None),
+            idle_runs: Set(0),
         };
         let txn = self.db.begin().await?;
         if let Err(err) = connection::Entity::insert(row).exec(&txn).await {
@@ -362,6 +363,7 @@ impl Store {
     /// What a committed transition sets in motion in this process: a queued partner
     /// revocation wakes the dispatcher (other processes find it on their next pass).
     fn after_commit(&self, transition: &Transition<'_>) {
+        crate::metrics::transition(transition.from, transition.to, transition.event);
         if transition.has(EffectKind::RevokeAtPartner) {
             self.revocations_queued.notify_one();
         }

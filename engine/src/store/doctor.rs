@@ -7,7 +7,7 @@
 //!   compare-and-set (so a row that changed since it was found is left alone).
 //! - `doctor/repair.rs`: the repairs.
 
-mod checks;
+pub(super) mod checks;
 mod repair;
 
 use std::time::Duration;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter,
+    ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
     sea_query::{Expr, ExprTrait as _, Func},
 };
 
@@ -12,6 +12,7 @@ use super::{
     Result, Store, StoreError,
     connections::to_domain,
     entities::connection,
+    runs::{insert_runs, observed},
     transfer::{SyncEnd, SyncLease, delta},
 };
 use crate::{ids::ConnectionId, model::Connection, state::State, text::storable};
@@ -61,13 +62,30 @@ impl Store {
                 }
             }
         }
+        let run = match &end {
+            SyncEnd::Yielded { .. } => lease.run.ended(lease.connection.id, now, "yielded", None),
+            SyncEnd::Failed { error, .. } => {
+                lease
+                    .run
+                    .ended(lease.connection.id, now, "failed", Some(&error.code))
+            }
+        };
+        // The run is written with the row that ends it (docs/operations.md#step-runs).
+        let txn = self.db.begin().await?;
         let rows = update
             .filter(C::Id.eq(lease.connection.id.to_string()))
             .filter(C::SyncLeaseToken.eq(lease.token.as_str()))
             .filter(C::State.is_in(transferring()))
-            .exec_with_returning(&self.db)
+            .exec_with_returning(&txn)
             .await?;
-        rows.into_iter().next().map(to_domain).transpose()
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let runs = [run];
+        insert_runs(&txn, self.recorded(&runs)).await?;
+        txn.commit().await?;
+        observed(&runs);
+        to_domain(row).map(Some)
     }
 
     /// A user asks for a sync now: due at once unless one was requested within `min_interval`

@@ -8,15 +8,21 @@
 //! - `authorizations.rs`: single-use OAuth `state`s.
 //! - `revocations.rs`: partner-side revocations still owed.
 //! - `alerts.rs`: operator alerts.
+//! - `actions.rs`: operators' actions: replay, pause/resume, move to failed, clear an error.
 //! - `invitations.rs`: clinician invitations; `outbox.rs`: messages transitions owe, their
 //!   claims and leases; `delivery.rs`: what a delivery attempt came to.
 //! - `transfer.rs`: the transfer's types and its lease protocol; by operation:
-//!   `claim.rs` (due transfers and refreshes), `start.rs`, `commit.rs` (window commits),
+//!   `claim.rs` (due transfers and refreshes), `start.rs`, `commit.rs` (window commits; `advance.rs`, their lease checks and cursor advances),
 //!   `upsert.rs` (records and skipped records), `finish.rs` (yields, failures, sync requests),
 //!   `records.rs` (reading stored data back).
 //! - `rows.rs`: statements written once for both backends (rows as one JSON parameter).
+//! - `runs.rs`: step runs (what each run of a step did), written by the steps' own
+//!   transactions.
+//! - `ops/`: what operators see: stuck connections, the filtered list, the summary.
 //! - `group.rs`: group commit (concurrent transfers' starts and commits share statements).
 
+mod actions;
+mod advance;
 mod alerts;
 mod authorizations;
 mod claim;
@@ -29,16 +35,23 @@ pub mod entities;
 mod finish;
 mod group;
 mod invitations;
+mod ops;
 mod outbox;
 mod records;
 mod revocations;
 mod rows;
+mod runs;
 mod start;
 mod transfer;
 mod upsert;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
+pub use actions::{
+    Acted, ActionError, ActionSettings, CLEAR_ERROR_EVENT, FAILED_BY_OPERATOR, InvalidReason,
+    MAX_REASON_CHARS, PAUSE_EVENT, Pause, PauseScope, REPLAY_EVENT, RESUME_EVENT, Reason, Refusal,
+    Replay, ReplayStep, ScopeResumed,
+};
 pub use authorizations::{AuthorizationPeek, AuthorizationRejected, ConsumedAuthorization};
 pub use commit::GroupStats;
 pub use connections::Applied;
@@ -47,8 +60,14 @@ pub use doctor::{
 };
 pub use invitations::InvitationQuery;
 use migrations::{Migrator, MigratorTrait};
+pub use ops::{
+    ConnectionFilter, ConnectionPage, ListedConnection, MAX_LIST_PAGE, OpsSummary,
+    PartnerStateCount, QueueDepth, ReasonNotStuck, RecentRuns, StuckFilter, StuckReason,
+    StuckSettings,
+};
 pub use outbox::{DataSynced, DeliveryAttempt, OutboxMessage, OutboxQuery, OutboxSettings};
 pub use revocations::{DueRevocation, RevocationStatus};
+pub use runs::{FetchRun, RunCounts, RunRetention, StatusTally, Statuses, Step, StepRun};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, SqlxPostgresConnector, SqlxSqliteConnector,
 };
@@ -154,6 +173,9 @@ pub struct Store {
     outbox: Arc<OutboxSettings>,
     /// Woken by a transition that queued an outbox message.
     deliveries_queued: Arc<tokio::sync::Notify>,
+    /// Whether step runs are written (docs/operations.md#step-runs); off only to measure
+    /// their cost.
+    record_runs: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -240,6 +262,7 @@ impl Store {
             revocations_queued: Arc::new(tokio::sync::Notify::new()),
             outbox: Arc::new(OutboxSettings::default()),
             deliveries_queued: Arc::new(tokio::sync::Notify::new()),
+            record_runs: true,
         })
     }
 

@@ -16,6 +16,7 @@ use super::{
     connections::to_domain,
     entities::connection,
     rows::{CONNECTION_COLUMNS, json_param, json_rows},
+    runs::FetchRun,
     transfer::{SyncLease, delta},
 };
 use crate::{ids::ConnectionId, state::State};
@@ -83,10 +84,13 @@ impl Store {
             return Ok(None);
         };
         let tokens = self.decrypt_tokens(&row)?;
+        let connection = to_domain(row)?;
+        let run = FetchRun::new(self.clock.now(), connection.latest_data_time);
         Ok(Some(SyncLease {
-            connection: to_domain(row)?,
+            connection,
             tokens,
             token,
+            run,
         }))
     }
 

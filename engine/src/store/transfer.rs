@@ -44,6 +44,8 @@ pub struct SyncLease {
     /// The tokens as of the start (read in the same statement that took the lease).
     pub tokens: Option<TokenSet>,
     pub(super) token: String,
+    /// The run so far (docs/operations.md#step-runs): written when the run ends.
+    pub run: super::runs::FetchRun,
 }
 
 /// A partner record that could not be stored, and why (never a value: health data).

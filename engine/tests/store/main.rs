@@ -10,14 +10,20 @@
 //! - `transfer.rs`: group commit, failing writes, skipped records, storable text.
 //! - `alerts.rs`: folded, bounded operator alerts.
 //! - `outbox.rs`: what transitions queue (emails, notices, webhook events).
+//! - `runs.rs`: step runs written with the commits that end them, `idle_runs`, paging, purge.
+//! - `stuck.rs`: stuck reasons made by hand, the filtered list and its pages, the summary.
 //! - `doctor.rs`: the doctor finds and repairs violations made by hand (docs/operations.md).
+//! - `actions.rs`: operators' actions: replay, pauses and the claims, fail, clear an error.
 
+mod actions;
 mod alerts;
 mod columns;
 mod credentials;
 mod doctor;
 mod lifecycle;
 mod outbox;
+mod runs;
+mod stuck;
 mod transfer;
 
 use std::time::Duration;

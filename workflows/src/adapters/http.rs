@@ -62,12 +62,21 @@ impl Transport {
         let mut response = match sent {
             Ok(response) => response,
             Err(error) => {
+                let answer = if error.is_timeout() {
+                    "timeout"
+                } else {
+                    "transport"
+                };
+                crate::runs::note(answer);
+                engine::metrics::partner_response(self.partner.as_str(), "data", answer);
                 let error = classify_transport(error, self.timeout);
                 tracing::debug!(partner = %self.partner, endpoint, code = error.code(), "data API request failed");
                 return Err(error);
             }
         };
         let status = response.status();
+        crate::runs::note_status(status.as_u16());
+        engine::metrics::partner_status(self.partner.as_str(), "data", status.as_u16());
         tracing::debug!(partner = %self.partner, endpoint, status = status.as_u16(), "data API response");
         if status != StatusCode::OK {
             let headers = response.headers().clone();

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use engine::{
     failpoint,
     ids::ConnectionId,
@@ -21,7 +21,7 @@ use engine::{
         DeliveryRecord, DeliveryResult, MessageKind, TARGET_CLINIC_PREFIX, TARGET_PATIENT,
     },
     schedule::backoff,
-    store::OutboxMessage,
+    store::{OutboxMessage, Step, StepRun},
 };
 use futures::StreamExt as _;
 
@@ -106,6 +106,7 @@ impl Workflows {
             return Ok(0);
         }
         self.store.failpoints().hit(failpoint::DELIVER_LEASED)?;
+        let started_at = self.store.clock().now();
         let records: Vec<(ConnectionId, DeliveryRecord)> = futures::stream::iter(by_connection)
             .map(|(id, messages)| self.send_in_order(id, messages))
             .buffer_unordered(CONNECTIONS_PER_JOB)
@@ -116,6 +117,7 @@ impl Workflows {
             .collect();
         self.store.failpoints().hit(failpoint::DELIVER_SENT)?;
         let attempted = records.len();
+        let runs = delivery_runs(&records, started_at, self.store.clock().now());
         let (journaled, plain): (Vec<_>, Vec<_>) =
             records.into_iter().partition(|(_, r)| r.journaled());
         for (id, record) in journaled {
@@ -126,6 +128,7 @@ impl Workflows {
         }
         let plain: Vec<DeliveryRecord> = plain.into_iter().map(|(_, r)| r).collect();
         self.store.record_deliveries(&plain).await?;
+        self.record_runs(&runs).await;
         self.store.failpoints().hit(failpoint::DELIVER_RECORDED)?;
         Ok(attempted)
     }
@@ -261,4 +264,35 @@ impl Workflows {
             .and_then(|c| c.contact.as_ref())
             .map(|address| address.expose().to_owned()))
     }
+}
+
+/// One deliver run per connection: `abandoned` if any of its messages was, else `retrying` if
+/// any is retried, else `sent` (docs/operations.md#step-runs).
+fn delivery_runs(
+    records: &[(ConnectionId, DeliveryRecord)],
+    started_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<StepRun> {
+    let mut worst: BTreeMap<ConnectionId, u8> = BTreeMap::new();
+    for (id, record) in records {
+        let rank = match record.result {
+            DeliveryResult::Sent { .. } => 0,
+            DeliveryResult::Retry { .. } => 1,
+            DeliveryResult::Abandoned { .. } => 2,
+        };
+        let entry = worst.entry(*id).or_default();
+        *entry = (*entry).max(rank);
+    }
+    let none = engine::store::StatusTally::default();
+    worst
+        .into_iter()
+        .map(|(id, rank)| {
+            let (outcome, code) = match rank {
+                0 => ("sent", None),
+                1 => ("retrying", Some("delivery_failed")),
+                _ => ("abandoned", Some("delivery_abandoned")),
+            };
+            crate::runs::ended(Step::Deliver, id, started_at, now, &none, outcome, code)
+        })
+        .collect()
 }

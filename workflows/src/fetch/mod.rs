@@ -88,13 +88,23 @@ impl Workflows {
         version: i64,
     ) -> Result<FetchReport, WorkflowError> {
         let settings = &self.settings.transfer;
-        let Some(mut lease) = self
+        let Some(lease) = self
             .store
             .start_sync(id, version, settings.fetch_lease)
             .await?
         else {
             return Ok(FetchReport::Skipped);
         };
+        // The partner's answers are tallied on the lease, for the run's record. The run's
+        // state machine is large: on the heap, not on the caller's stack.
+        let tally = lease.run.statuses.clone();
+        crate::runs::tallied(tally, Box::pin(self.fetch_leased(lease))).await
+    }
+
+    /// The run, once its lease is taken.
+    async fn fetch_leased(&self, mut lease: SyncLease) -> Result<FetchReport, WorkflowError> {
+        let settings = &self.settings.transfer;
+        let id = lease.connection.id;
         let failpoints = self.store.failpoints();
         failpoints.hit(failpoint::FETCH_STARTED)?;
         let partner = lease.connection.partner.to_string();
@@ -213,7 +223,10 @@ impl Workflows {
                     .await
             };
             match committed {
-                Ok(stats) => totals.add(stats),
+                Ok(stats) => {
+                    engine::metrics::records_stored(&partner, stats);
+                    totals.add(stats);
+                }
                 Err(StoreError::LeaseLost) => return Ok(FetchReport::LeaseLost),
                 Err(err @ StoreError::Injected(_)) => return Err(err.into()),
                 Err(err) => return self.storage_failed(&lease, err, &policy).await,

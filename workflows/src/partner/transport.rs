@@ -70,6 +70,8 @@ impl<'a> Recorder<'a> {
         let result = self.send_inner(request).await;
         match &result {
             Ok(response) => {
+                crate::runs::note_status(response.status().as_u16());
+                engine::metrics::partner_status(self.partner, "oauth", response.status().as_u16());
                 tracing::debug!(
                     partner = self.partner,
                     endpoint = self.endpoint,
@@ -81,12 +83,16 @@ impl<'a> Recorder<'a> {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(response.clone());
             }
-            Err(TransportError(error)) => tracing::debug!(
+            Err(TransportError(error)) => {
+                crate::runs::note("transport");
+                engine::metrics::partner_response(self.partner, "oauth", "transport");
+                tracing::debug!(
                 partner = self.partner,
                 endpoint = self.endpoint,
                 error = %error,
                 "partner oauth request failed"
-            ),
+                );
+            }
         }
         result
     }

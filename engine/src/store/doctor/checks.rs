@@ -10,24 +10,24 @@ use crate::state::State;
 
 /// Collects a statement's parameters: `bind` returns the placeholder of the value it adds.
 #[derive(Default)]
-pub(super) struct Binder {
+pub(in crate::store) struct Binder {
     values: Vec<Value>,
 }
 
 impl Binder {
-    pub(super) fn bind(&mut self, value: impl Into<Value>) -> String {
+    pub(in crate::store) fn bind(&mut self, value: impl Into<Value>) -> String {
         self.values.push(value.into());
         format!("${}", self.values.len())
     }
 
-    pub(super) fn statement(self, backend: DbBackend, sql: String) -> Statement {
+    pub(in crate::store) fn statement(self, backend: DbBackend, sql: String) -> Statement {
         Statement::from_sql_and_values(backend, sql, self.values)
     }
 }
 
 /// The times the predicates compare with, derived once per run from its `now`.
-pub(super) struct Bounds {
-    pub(super) now: DateTime<Utc>,
+pub(in crate::store) struct Bounds {
+    pub(in crate::store) now: DateTime<Utc>,
     /// A lease that expired before this was left behind.
     lease_expired_before: DateTime<Utc>,
     /// No writer sets a transfer lease beyond this.
@@ -47,7 +47,7 @@ fn delta(d: std::time::Duration) -> TimeDelta {
 }
 
 impl Bounds {
-    pub(super) fn new(now: DateTime<Utc>, s: &DoctorSettings) -> Self {
+    pub(in crate::store) fn new(now: DateTime<Utc>, s: &DoctorSettings) -> Self {
         let grace = delta(s.grace);
         Self {
             now,
@@ -70,7 +70,11 @@ const PENDING_INVITATION: &str = "EXISTS (SELECT 1 FROM invitations \
      WHERE invitations.connection_id = connections.id AND invitations.status = 'pending')";
 
 /// The condition on a `connections` row, for the codes about a connection's own row.
-pub(super) fn connection_predicate(code: DoctorCode, b: &mut Binder, k: &Bounds) -> Option<String> {
+pub(in crate::store) fn connection_predicate(
+    code: DoctorCode,
+    b: &mut Binder,
+    k: &Bounds,
+) -> Option<String> {
     let t = transferring();
     Some(match code {
         DoctorCode::TransferNotScheduled => {

@@ -54,6 +54,8 @@ pub struct Model {
     /// `contact:<id>` (docs/notifications.md#personal-data).
     pub contact_ciphertext: Option<Vec<u8>>,
     pub contact_key_id: Option<String>,
+    /// Consecutive completed transfers that did not move `latest_data_time`.
+    pub idle_runs: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

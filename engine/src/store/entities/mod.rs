@@ -10,4 +10,6 @@ pub mod oauth_authorization;
 pub mod operator_alert;
 pub mod outbox;
 pub mod partner_revocation;
+pub mod pause;
 pub mod skipped_record;
+pub mod step_run;
