@@ -7,14 +7,14 @@
 mod actions;
 mod inspect;
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use engine::{
     Store,
     model::Actor,
-    store::{DoctorCode, DoctorReport, StoreOptions},
+    store::{DoctorCode, DoctorReport},
 };
 use serde_json::{Value, json};
 
@@ -111,17 +111,9 @@ pub fn run(
 /// The configuration's store for an `ops` tool (a small pool, the configuration's outbox;
 /// never migrated), with the workflow settings the tool derives its bounds from.
 pub(crate) async fn open_store(config: &Config) -> anyhow::Result<(Store, workflows::Settings)> {
-    let url = crate::serve::redact_url(&config.database.url);
-    let db = &config.database;
-    let options = StoreOptions {
-        max_connections: db.max_connections.min(4),
-        busy_timeout: Duration::from_millis(db.busy_timeout_ms),
-        connect_timeout: Duration::from_secs(db.connect_timeout_secs),
-    };
     let workflow = crate::serve::workflow_settings(config)?;
-    let store = Store::open(&db.url, &options, config.crypto.keyring()?)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the database {url}: {e}"))?
+    let store = crate::serve::open_configured(config, config.database.max_connections.min(4))
+        .await?
         .with_outbox(workflow.delivery.outbox());
     Ok((store, workflow))
 }

@@ -339,18 +339,32 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 async fn open_unmigrated(config: &Config) -> anyhow::Result<Store> {
+    tracing::info!("opening the database {}", redact_url(&config.database.url));
+    open_configured(config, config.database.max_connections).await
+}
+
+/// The configuration's store, not migrated, with a pool of at most `max_connections`: the one
+/// place the database settings become [`StoreOptions`] (the service and the `ops` tools).
+pub(crate) async fn open_configured(
+    config: &Config,
+    max_connections: u32,
+) -> anyhow::Result<Store> {
     let db = &config.database;
-    let url = redact_url(&db.url);
-    tracing::info!("opening the database {url}");
     let options = StoreOptions {
-        max_connections: db.max_connections,
+        max_connections,
         busy_timeout: Duration::from_millis(db.busy_timeout_ms),
         connect_timeout: Duration::from_secs(db.connect_timeout_secs),
     };
     Store::open(&db.url, &options, config.crypto.keyring()?)
         .await
         .map(|store| store.with_step_runs(config.workers.record_step_runs))
-        .map_err(|e| anyhow::anyhow!("cannot open the database {url}: {}", cause(e)))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the database {}: {}",
+                redact_url(&db.url),
+                cause(e)
+            )
+        })
 }
 
 /// A store error's message once: its `Display` already contains its source, so printing the

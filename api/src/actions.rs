@@ -8,7 +8,7 @@ mod json;
 
 use engine::{
     ids::PartnerName,
-    store::{PauseScope, Reason, Store},
+    store::{ConnectionAction, PauseScope, Reason, Store},
 };
 use poem::http::StatusCode;
 use poem_openapi::{OpenApi, param::Path, payload::Json};
@@ -163,6 +163,28 @@ impl ActionsApi {
         Ok((connection.id, reason(body)?))
     }
 
+    /// One of the connection actions that take only a reason, answered.
+    async fn act(
+        &self,
+        caller: &Caller,
+        id: &str,
+        body: &ReasonJson,
+        action: ConnectionAction,
+    ) -> ActionResponse {
+        let result = async {
+            let (id, reason) = self.target(caller, id, body).await?;
+            Ok::<_, Problem>(
+                self.store()
+                    .act_on(action, id, &caller.actor(), &reason)
+                    .await?,
+            )
+        };
+        match result.await {
+            Ok(acted) => ActionResponse::Ok(Json(acted.into())),
+            Err(problem) => problem.into(),
+        }
+    }
+
     async fn pause_scope(
         &self,
         caller: &Caller,
@@ -257,18 +279,7 @@ impl ActionsApi {
         id: Path<ConnectionIdParam>,
         body: Json<ReasonJson>,
     ) -> ActionResponse {
-        let result = async {
-            let (id, reason) = self.target(&caller, &id, &body).await?;
-            Ok::<_, Problem>(
-                self.store()
-                    .pause_connection(id, &caller.actor(), &reason)
-                    .await?,
-            )
-        };
-        match result.await {
-            Ok(acted) => ActionResponse::Ok(Json(acted.into())),
-            Err(problem) => problem.into(),
-        }
+        self.act(&caller, &id, &body, ConnectionAction::Pause).await
     }
 
     /// Resume a paused connection; its overdue work is claimed at the next pass.
@@ -284,18 +295,8 @@ impl ActionsApi {
         id: Path<ConnectionIdParam>,
         body: Json<ReasonJson>,
     ) -> ActionResponse {
-        let result = async {
-            let (id, reason) = self.target(&caller, &id, &body).await?;
-            Ok::<_, Problem>(
-                self.store()
-                    .resume_connection(id, &caller.actor(), &reason)
-                    .await?,
-            )
-        };
-        match result.await {
-            Ok(acted) => ActionResponse::Ok(Json(acted.into())),
-            Err(problem) => problem.into(),
-        }
+        self.act(&caller, &id, &body, ConnectionAction::Resume)
+            .await
     }
 
     /// Move an `active` connection to `failed`, as a spent failure budget does: tokens
@@ -312,18 +313,7 @@ impl ActionsApi {
         id: Path<ConnectionIdParam>,
         body: Json<ReasonJson>,
     ) -> ActionResponse {
-        let result = async {
-            let (id, reason) = self.target(&caller, &id, &body).await?;
-            Ok::<_, Problem>(
-                self.store()
-                    .fail_by_operator(id, &caller.actor(), &reason)
-                    .await?,
-            )
-        };
-        match result.await {
-            Ok(acted) => ActionResponse::Ok(Json(acted.into())),
-            Err(problem) => problem.into(),
-        }
+        self.act(&caller, &id, &body, ConnectionAction::Fail).await
     }
 
     /// Clear the connection's last error and its transfer failure streak.
@@ -339,18 +329,8 @@ impl ActionsApi {
         id: Path<ConnectionIdParam>,
         body: Json<ReasonJson>,
     ) -> ActionResponse {
-        let result = async {
-            let (id, reason) = self.target(&caller, &id, &body).await?;
-            Ok::<_, Problem>(
-                self.store()
-                    .clear_error(id, &caller.actor(), &reason)
-                    .await?,
-            )
-        };
-        match result.await {
-            Ok(acted) => ActionResponse::Ok(Json(acted.into())),
-            Err(problem) => problem.into(),
-        }
+        self.act(&caller, &id, &body, ConnectionAction::ClearError)
+            .await
     }
 
     /// Pause every connection of a partner: none is claimed for a transfer or a refresh

@@ -177,6 +177,27 @@ pub struct SummaryJson {
     pub stuck: Vec<StuckCountJson>,
     /// Connections stuck for at least one reason.
     pub stuck_connections: u64,
+    /// Every partner's circuit breaker that ever tripped (a partner not listed is closed;
+    /// docs/operations.md#partner-incidents).
+    pub breakers: Vec<BreakerJson>,
+}
+
+/// A partner's circuit breaker (docs/operations.md#partner-incidents).
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "PartnerBreaker", rename_all = "camelCase")]
+pub struct BreakerJson {
+    pub partner: String,
+    /// `closed`, `open` (the partner's transfers wait; one probe at `probeAt`) or `half_open`
+    /// (the probe is running).
+    pub state: String,
+    /// When the last incident began (kept once it is over).
+    pub opened_at: Nullable<DateTime<Utc>>,
+    /// While open: when the next probe may run.
+    pub probe_at: Nullable<DateTime<Utc>>,
+    /// Probes of the current incident that failed.
+    pub failed_probes: u32,
+    /// While half-open: the connection probing.
+    pub probe_connection: Nullable<String>,
 }
 
 impl From<OpsSummary> for SummaryJson {
@@ -232,6 +253,18 @@ impl From<OpsSummary> for SummaryJson {
                 })
                 .collect(),
             stuck_connections: s.stuck_connections,
+            breakers: s
+                .breakers
+                .into_iter()
+                .map(|b| BreakerJson {
+                    partner: b.partner,
+                    state: b.state.as_str().to_owned(),
+                    opened_at: b.opened_at.into(),
+                    probe_at: b.probe_at.into(),
+                    failed_probes: b.probes,
+                    probe_connection: b.probe_connection.into(),
+                })
+                .collect(),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | [`STEP_RUNS`], [`STEP_DURATION`] | the store, once a step run's end is committed ([`step_run`]) |
 //! | [`PARTNER_RESPONSES`] | the partner clients (data API and OAuth), per answer |
 //! | [`RECORDS_STORED`], [`RECORDS_SKIPPED`] | the fetch step, per committed window |
+//! | [`BREAKER_TRANSITIONS`] | the store, after it committed a breaker's transition ([`breaker_transition`]) |
 //! | the gauges ([`CONNECTIONS`] …, [`gauges`]) | the server's sampler, from one summary of the fleet |
 //!
 //! Counters and the histogram are the process's own (each process counts what it did; sum
@@ -28,7 +29,7 @@ use metrics::{
 };
 
 use crate::state::{EventKind, State};
-use crate::store::{ChunkStats, OpsSummary, Step};
+use crate::store::{BreakerState, ChunkStats, OpsSummary, Step};
 
 /// Counter: transitions committed, labelled `event`, `from` (`none` for a new connection)
 /// and `to`. Journal-only events (`note`, `delivery_recorded`, …) count too, with `from` = `to`.
@@ -49,6 +50,13 @@ pub const RECORDS_STORED: &str = "tributary_records_stored_total";
 /// `partner`.
 pub const RECORDS_SKIPPED: &str = "tributary_records_skipped_total";
 
+/// Counter: circuit-breaker transitions committed by this process, labelled `partner` and
+/// `to` (`open`, `half_open`, `closed`; docs/operations.md#partner-incidents).
+pub const BREAKER_TRANSITIONS: &str = "tributary_partner_breaker_transitions_total";
+
+/// Gauge: a partner's circuit breaker, labelled `partner`: 0 closed, 1 open, 2 half-open
+/// (every partner that has connections or a breaker).
+pub const BREAKER_STATE: &str = "tributary_partner_breaker_state";
 /// Gauge: connections, labelled `partner` and `state` (every state of a partner that has
 /// connections is reported, zeros included).
 pub const CONNECTIONS: &str = "tributary_connections";
@@ -92,6 +100,14 @@ pub fn describe() {
     describe_counter!(
         RECORDS_SKIPPED,
         "Partner records skipped for the first time"
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS,
+        "Partner circuit-breaker transitions, by partner and new state"
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Partner circuit breaker: 0 closed, 1 open, 2 half-open"
     );
     describe_gauge!(CONNECTIONS, "Connections by partner and state");
     describe_gauge!(PAUSED, "Paused connections");
@@ -166,6 +182,12 @@ pub fn records_stored(partner: &str, stats: ChunkStats) {
     }
 }
 
+/// A partner's circuit breaker moved to `to`.
+pub fn breaker_transition(partner: &str, to: BreakerState) {
+    counter!(BREAKER_TRANSITIONS, "partner" => partner.to_owned(), "to" => to.as_str())
+        .increment(1);
+}
+
 /// Sets every gauge from one summary of the fleet ([`crate::Store::ops_summary`], one
 /// aggregate read), so a scrape never mixes two samples. Each partner that has connections
 /// gets a value for every state, 0 where it has none: a state that empties reads 0 rather
@@ -178,6 +200,18 @@ pub fn gauges(summary: &OpsSummary) {
         .map(|c| c.partner.as_str())
         .collect();
     partners.dedup();
+    let mut breakers: Vec<&str> = partners.clone();
+    breakers.extend(summary.breakers.iter().map(|b| b.partner.as_str()));
+    breakers.sort_unstable();
+    breakers.dedup();
+    for partner in breakers {
+        let state = summary
+            .breakers
+            .iter()
+            .find(|b| b.partner == partner)
+            .map_or(BreakerState::Closed, |b| b.state);
+        gauge!(BREAKER_STATE, "partner" => partner.to_owned()).set(state.gauge());
+    }
     for partner in partners {
         for state in State::ALL {
             let count: u64 = summary

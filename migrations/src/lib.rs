@@ -21,6 +21,7 @@ mod m20261201_000008_create_invitations_and_outbox;
 mod m20261202_000009_create_step_runs;
 mod m20261202_000010_create_pauses;
 mod m20261202_000011_index_ops_filters;
+mod m20261202_000012_create_partner_breakers;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_create_step_runs::Migration),
             Box::new(m20261202_000010_create_pauses::Migration),
             Box::new(m20261202_000011_index_ops_filters::Migration),
+            Box::new(m20261202_000012_create_partner_breakers::Migration),
         ]
     }
 }

@@ -249,6 +249,30 @@ fn bounds(config: &Config) -> Vec<Bound> {
                 transfer.retry_base_secs.max(1),
                 MAX_SECS,
             ),
+            bound(
+                key("transfer.breaker.window_secs"),
+                transfer.breaker.window_secs,
+                1,
+                MAX_SECS,
+            ),
+            bound(
+                key("transfer.breaker.min_failures"),
+                transfer.breaker.min_failures,
+                1,
+                1_000_000,
+            ),
+            bound(
+                key("transfer.breaker.probe_base_secs"),
+                transfer.breaker.probe_base_secs,
+                1,
+                MAX_SECS,
+            ),
+            bound(
+                key("transfer.breaker.probe_cap_secs"),
+                transfer.breaker.probe_cap_secs,
+                transfer.breaker.probe_base_secs.max(1),
+                MAX_SECS,
+            ),
         ]);
     }
     out
@@ -289,6 +313,13 @@ pub(super) fn check(config: &Config) -> Result<(), ConfigError> {
             return Err(ConfigError::invalid(
                 format!("partners.{name}.sync"),
                 e.to_string(),
+            ));
+        }
+        let ratio = partner.transfer.breaker.failure_ratio;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            return Err(ConfigError::invalid(
+                format!("partners.{name}.transfer.breaker.failure_ratio"),
+                format!("must be more than 0 and at most 1 (got {ratio})"),
             ));
         }
         let rate = partner.requests_per_second;

@@ -263,6 +263,30 @@ pub fn summary_table(s: &OpsSummary) -> String {
             out.push_str(&format!("{code:<40} {n:>9}\n"));
         }
     }
+    let out_partners: Vec<_> = s
+        .breakers
+        .iter()
+        .filter(|b| b.state != engine::store::BreakerState::Closed)
+        .collect();
+    if !out_partners.is_empty() {
+        out.push_str(&format!(
+            "\n{:<32} {:<10} {:<22} {:>7}   (partner outages)\n",
+            "PARTNER", "BREAKER", "NEXT PROBE", "PROBES"
+        ));
+        for b in out_partners {
+            let probe = b.probe_at.map_or_else(
+                || "running".to_owned(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            );
+            out.push_str(&format!(
+                "{:<32} {:<10} {:<22} {:>7}\n",
+                b.partner,
+                b.state.as_str(),
+                probe,
+                b.probes
+            ));
+        }
+    }
     out.push_str(&format!("\n{:<24} {:>9}\n", "STUCK REASON", "COUNT"));
     for (reason, n) in &s.stuck {
         out.push_str(&format!(

@@ -3,6 +3,7 @@
 //! real PostgreSQL database. Each test runs on both backends (`engine::backend_tests!`).
 
 mod actions;
+mod breaker;
 mod callbacks;
 mod connect;
 mod deliveries;

@@ -142,6 +142,7 @@ impl Settings {
             dispatch_lease: self.transfer.dispatch_lease,
             stale_refresh_after: self.stale_refresh_after,
             resume_spread: self.resume_spread,
+            claim_grace: self.stuck().claim_grace,
         }
     }
 }
@@ -179,7 +180,17 @@ pub struct Workflows {
 impl Workflows {
     /// The store is told what transitions fan out to (`settings.delivery`).
     pub fn new(store: Store, partners: Partners, settings: Settings) -> Self {
-        let store = store.with_outbox(settings.delivery.outbox());
+        let breakers = engine::store::BreakerSettings {
+            default: engine::store::BreakerPolicy::default(),
+            partners: partners
+                .iter()
+                .map(|(name, p)| (name.to_string(), p.config().transfer.breaker.clone()))
+                .collect(),
+            resume_spread: settings.resume_spread,
+        };
+        let store = store
+            .with_outbox(settings.delivery.outbox())
+            .with_breakers(breakers);
         let webhook_client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()

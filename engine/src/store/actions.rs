@@ -30,6 +30,7 @@ use std::time::Duration;
 
 pub(super) use self::pauses::PauseFilter;
 pub use self::{
+    one::ConnectionAction,
     pauses::{Pause, PauseScope, ScopeResumed},
     reason::{InvalidReason, MAX_REASON_CHARS, Reason},
     replay::{Replay, ReplayStep},
@@ -76,6 +77,9 @@ pub struct ActionSettings {
     /// On the resume of a partner or of everything, overdue transfers and refreshes are made
     /// due at a uniformly random time within this window from now.
     pub resume_spread: Duration,
+    /// A dispatcher's claim older than this whose fetch job is not in the queue lost its job
+    /// (the stuck reason `claim_without_job`): replay clears it. The stuck list's grace.
+    pub claim_grace: Duration,
 }
 
 impl Default for ActionSettings {
@@ -84,6 +88,7 @@ impl Default for ActionSettings {
             dispatch_lease: Duration::from_secs(120),
             stale_refresh_after: Duration::from_secs(300),
             resume_spread: Duration::from_secs(300),
+            claim_grace: super::ops::StuckSettings::default().claim_grace,
         }
     }
 }

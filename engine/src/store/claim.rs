@@ -20,13 +20,18 @@ fn skip_locked(backend: DbBackend) -> &'static str {
 impl Store {
     /// Claims up to `limit` due, unpaused connections that may transfer and whose lease is free
     /// or expired. Unpaused: neither the connection, nor its partner, nor everything
-    /// (docs/operations.md#actions); with everything paused nothing is read at all.
+    /// (docs/operations.md#actions); with everything paused nothing is read at all. A partner
+    /// whose circuit breaker is open gives at most its one probe.
     pub async fn claim_due(&self, limit: u64, dispatch_lease: Duration) -> Result<Vec<Claimed>> {
         let pauses = self.pause_filter().await?;
         if pauses.all {
             return Ok(Vec::new());
         }
-        let (partners, skipped) = pauses.skip_partners(5);
+        // Partners out (circuit breakers open or probing) are skipped like paused ones, but
+        // for their probe (docs/operations.md#partner-incidents).
+        let breakers = self.breaker_pass(&pauses, dispatch_lease).await?;
+        let limit = limit.saturating_sub(breakers.probes.len() as u64);
+        let (partners, skipped) = pauses.also_skipping(&breakers.skip).skip_partners(5);
         let now = self.clock.now();
         let until = now + delta(dispatch_lease);
         let backend = self.db.get_database_backend();
@@ -42,7 +47,9 @@ impl Store {
         );
         let mut values = vec![until.into(), false.into(), now.into(), limit_value(limit)];
         values.extend(skipped);
-        self.claimed(backend, sql, values).await
+        let mut claimed = breakers.probes;
+        claimed.extend(self.claimed(backend, sql, values).await?);
+        Ok(claimed)
     }
 
     /// Claims up to `limit` active connections whose refresh is due: their `refresh_due_at`
@@ -78,7 +85,7 @@ impl Store {
         self.claimed(backend, sql, values).await
     }
 
-    async fn claimed(
+    pub(in crate::store) async fn claimed(
         &self,
         backend: DbBackend,
         sql: String,

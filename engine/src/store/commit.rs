@@ -47,8 +47,9 @@ pub(super) struct CommitRequest {
     pub(super) tail: Tail,
     /// An earlier window of this run moved the connection's newest data time.
     pub(super) moved: bool,
-    /// The run so far, for a last window: its step run is written in this commit.
-    run: Option<FetchRun>,
+    /// The run so far and its connection, for a last window: its step run is written in this
+    /// commit.
+    run: Option<(ConnectionId, FetchRun)>,
     reply: oneshot::Sender<Result<(ChunkStats, Option<connection::Model>)>>,
 }
 
@@ -233,7 +234,7 @@ impl Store {
             oldest,
             tail,
             moved: lease.connection.latest_data_time != lease.run.started_latest,
-            run: finishing.then(|| lease.run.clone()),
+            run: finishing.then(|| (lease.connection.id, lease.run.clone())),
             reply,
         };
         let store = self.clone();
@@ -359,7 +360,7 @@ impl Store {
         if queued {
             outbox::Entity::insert_many(events).exec(&txn).await?;
         }
-        let runs = completed_runs(group, &stats, &held, now)?;
+        let runs = completed_runs(group, &stats, &held, now);
         insert_runs(&txn, self.recorded(&runs)).await?;
         self.failpoints.hit(failpoint::COMMIT_RECORDS_WRITTEN)?;
         txn.commit().await?;
@@ -385,23 +386,19 @@ fn completed_runs(
     stats: &[ChunkStats],
     held: &std::collections::HashMap<String, connection::Model>,
     now: DateTime<Utc>,
-) -> Result<Vec<StepRun>> {
+) -> Vec<StepRun> {
     let mut runs = Vec::new();
     for (request, stats) in group.iter().zip(stats) {
-        let Some(run) = request
+        let Some((id, run)) = request
             .run
             .as_ref()
             .filter(|_| held.contains_key(&request.id))
         else {
             continue;
         };
-        let id = request
-            .id
-            .parse::<ConnectionId>()
-            .map_err(|_| StoreError::Corrupt(format!("connection id {}", request.id)))?;
         let mut run = run.clone();
         run.counts.add_window(*stats);
-        runs.push(run.ended(id, now, "completed", None));
+        runs.push(run.ended(*id, now, "completed", None));
     }
-    Ok(runs)
+    runs
 }

@@ -8,6 +8,7 @@
 //! - `authorizations.rs`: single-use OAuth `state`s.
 //! - `revocations.rs`: partner-side revocations still owed.
 //! - `alerts.rs`: operator alerts.
+//! - `breaker/`: the partners' circuit breakers (partner outages) and what claims do with them.
 //! - `actions.rs`: operators' actions: replay, pause/resume, move to failed, clear an error.
 //! - `invitations.rs`: clinician invitations; `outbox.rs`: messages transitions owe, their
 //!   claims and leases; `delivery.rs`: what a delivery attempt came to.
@@ -25,6 +26,7 @@ mod actions;
 mod advance;
 mod alerts;
 mod authorizations;
+mod breaker;
 mod claim;
 mod commit;
 mod connections;
@@ -48,11 +50,14 @@ mod upsert;
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 pub use actions::{
-    Acted, ActionError, ActionSettings, CLEAR_ERROR_EVENT, FAILED_BY_OPERATOR, InvalidReason,
-    MAX_REASON_CHARS, PAUSE_EVENT, Pause, PauseScope, REPLAY_EVENT, RESUME_EVENT, Reason, Refusal,
-    Replay, ReplayStep, ScopeResumed,
+    Acted, ActionError, ActionSettings, CLEAR_ERROR_EVENT, ConnectionAction, FAILED_BY_OPERATOR,
+    InvalidReason, MAX_REASON_CHARS, PAUSE_EVENT, Pause, PauseScope, REPLAY_EVENT, RESUME_EVENT,
+    Reason, Refusal, Replay, ReplayStep, ScopeResumed,
 };
 pub use authorizations::{AuthorizationPeek, AuthorizationRejected, ConsumedAuthorization};
+pub use breaker::{
+    BreakerPass, BreakerPolicy, BreakerSettings, BreakerState, BreakerTransition, PartnerBreaker,
+};
 pub use commit::GroupStats;
 pub use connections::Applied;
 pub use doctor::{
@@ -176,6 +181,8 @@ pub struct Store {
     /// Whether step runs are written (docs/operations.md#step-runs); off only to measure
     /// their cost.
     record_runs: bool,
+    /// The partners' circuit breakers' policies (docs/operations.md#partner-incidents).
+    breakers: Arc<breaker::BreakerSettings>,
 }
 
 impl std::fmt::Debug for Store {
@@ -263,6 +270,7 @@ impl Store {
             outbox: Arc::new(OutboxSettings::default()),
             deliveries_queued: Arc::new(tokio::sync::Notify::new()),
             record_runs: true,
+            breakers: Arc::new(breaker::BreakerSettings::default()),
         })
     }
 

@@ -7,6 +7,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use engine::{
     ids::{ConnectionId, PartnerName},
+    jobs::{JobQueue, QueueSettings, Step as JobStep, StepJob},
     model::{Actor, Change, Connection},
     state::{Event, State},
     store::{
@@ -25,6 +26,7 @@ engine::backend_tests!(
     replay_makes_a_transfer_due_now_once,
     replay_clears_an_expired_lease_left_behind,
     replay_beside_a_live_lease_starts_no_second_transfer,
+    replay_clears_a_claim_whose_job_was_lost,
     replay_recovers_a_stale_refresh_and_leaves_a_live_one,
     replay_makes_an_owed_revocation_due_now,
     replay_refuses_what_has_nothing_to_run,
@@ -259,6 +261,67 @@ async fn replay_beside_a_live_lease_starts_no_second_transfer(db: &TestDb) {
     assert!(
         store
             .start_sync(c.id, version, LEASE)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// A dispatcher's claim whose fetch job is gone (the stuck reason `claim_without_job`) would
+/// hold the connection until the claim expires; replay clears it, but only once the job is
+/// really gone and the claim is past the grace in which its job is being pushed.
+async fn replay_clears_a_claim_whose_job_was_lost(db: &TestDb) {
+    let store = db.store().await;
+    let c = active(&store, "u", "a", "r").await;
+    let claimed = store.claim_due(10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let (actor, reason, settings) = (operator(), why("job lost"), settings());
+    let replay = || store.replay(c.id, &actor, &reason, &settings);
+    // Just claimed: its job is being pushed.
+    assert_eq!(refused(replay().await).code(), "step_in_flight");
+    // Claimed a minute ago (the claim ends `dispatch_lease` = 2 min after it was made), and
+    // its job waits in the queue: in flight.
+    let until = Utc::now() + TimeDelta::minutes(1);
+    set(&store, &c, "sync_lease_until = $1", vec![until.into()]).await;
+    let queue = JobQueue::setup(&store, QueueSettings::default())
+        .await
+        .unwrap();
+    queue
+        .push(&[StepJob::new(
+            JobStep::Fetch,
+            c.id.to_string(),
+            claimed[0].version,
+        )])
+        .await
+        .unwrap();
+    let held = row(&store, c.id).await;
+    assert_eq!(refused(replay().await).code(), "step_in_flight");
+    assert_eq!(row(&store, c.id).await, held, "nothing written");
+    // The job is lost: replay clears the claim, once.
+    let jobs = match store.db().get_database_backend() {
+        sea_orm::DbBackend::Postgres => "DELETE FROM apalis.jobs",
+        _ => "DELETE FROM Jobs",
+    };
+    sql(&store, jobs, Vec::new()).await;
+    let replay = replay().await.expect("replayed");
+    assert!(replay.changed && replay.lease_cleared);
+    let after = row(&store, c.id).await;
+    assert_eq!(
+        (after.sync_lease_until, after.sync_lease_token),
+        (None, None)
+    );
+    journaled(&store, c.id, REPLAY_EVENT, "job lost").await;
+    let again = store
+        .replay(c.id, &actor, &reason, &settings)
+        .await
+        .unwrap();
+    assert!(!again.changed, "already due: nothing written");
+    // Claimed again at the dispatcher's next pass, and started.
+    let claimed = store.claim_due(10, LEASE).await.unwrap();
+    assert_eq!(claimed.iter().map(|k| k.id).collect::<Vec<_>>(), vec![c.id]);
+    assert!(
+        store
+            .start_sync(c.id, claimed[0].version, LEASE)
             .await
             .unwrap()
             .is_some()

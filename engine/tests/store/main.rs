@@ -9,6 +9,7 @@
 //!   transfer guards from `State::may_transfer`, refresh and transfer bookkeeping apart.
 //! - `transfer.rs`: group commit, failing writes, skipped records, storable text.
 //! - `alerts.rs`: folded, bounded operator alerts.
+//! - `breaker.rs`: the partners' circuit breakers, two processes on one database.
 //! - `outbox.rs`: what transitions queue (emails, notices, webhook events).
 //! - `runs.rs`: step runs written with the commits that end them, `idle_runs`, paging, purge.
 //! - `stuck.rs`: stuck reasons made by hand, the filtered list and its pages, the summary.
@@ -17,6 +18,7 @@
 
 mod actions;
 mod alerts;
+mod breaker;
 mod columns;
 mod credentials;
 mod doctor;

@@ -1,5 +1,6 @@
 //! Per-partner transfer settings (`[partners.<name>.transfer]`; docs/transfers.md).
 
+use engine::store::BreakerPolicy;
 use serde::Deserialize;
 
 use crate::{partner::PartnerKind, records::RecordKind};
@@ -36,6 +37,9 @@ pub struct TransferConfig {
     /// own (docs/transfers.md#late-changes). Unset: the partner kind's default (Dexcom: events,
     /// 7 days, once a day; pump: none). `reread = { kinds = [] }` turns it off.
     pub reread: Option<RereadConfig>,
+    /// When many of the partner's connections fail at once, its circuit breaker trips
+    /// (`[partners.<name>.transfer.breaker]`; docs/operations.md#partner-incidents).
+    pub breaker: BreakerPolicy,
 }
 
 /// The late-change horizon: `kinds` re-read over the last `horizon_secs`, once per
@@ -91,6 +95,7 @@ impl Default for TransferConfig {
             max_future_secs: 3600,
             max_retry_after_secs: 6 * 3600,
             reread: None,
+            breaker: BreakerPolicy::default(),
         }
     }
 }

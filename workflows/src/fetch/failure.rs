@@ -20,6 +20,16 @@ use crate::{
     error::WorkflowError,
 };
 
+/// The failures that count towards the partner's circuit breaker: the partner is unreachable,
+/// erring (5xx, timeouts, bodies it cannot have meant) or turning us away (429), including a
+/// token refresh that failed so during the transfer (docs/operations.md#partner-incidents).
+const OUTAGE_CODES: [&str; 4] = [
+    "partner_unavailable",
+    "rate_limited",
+    "rate_limited_without_retry_after",
+    "retry_after_capped",
+];
+
 impl Workflows {
     pub(super) async fn fetch_failed(
         &self,
@@ -177,6 +187,12 @@ impl Workflows {
         policy: &SyncPolicy,
     ) -> Result<FetchReport, WorkflowError> {
         let code = error.code.clone();
+        if OUTAGE_CODES.contains(&code.as_str()) {
+            // Counted first, so a failure that trips the breaker is judged by it below.
+            self.store
+                .record_outage_failure(lease.connection.partner.as_str(), lease.connection.id)
+                .await?;
+        }
         let next = policy.after_delay(self.store.clock().now(), delay, &mut rand::rng());
         let connection = self
             .store
@@ -206,7 +222,14 @@ impl Workflows {
             .map_or(TransferConfig::default().failure_budget_secs, |p| {
                 p.config().transfer.failure_budget_secs
             });
-        if self.store.clock().now() - since >= secs(budget) {
+        // During the partner's outage (its circuit breaker not closed) no budget runs out:
+        // the failures are the partner's (docs/operations.md#partner-incidents).
+        if self.store.clock().now() - since >= secs(budget)
+            && !self
+                .store
+                .breaker_holds(connection.partner.as_str())
+                .await?
+        {
             let error = connection.last_error.clone().unwrap_or_else(|| {
                 ErrorInfo::new("failure_budget_exhausted", "transfers kept failing")
             });

@@ -22,7 +22,33 @@ enum Decision<T> {
     Swap(Swap, T),
 }
 
+/// The actions on one connection that take nothing but a reason (docs/operations.md#actions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionAction {
+    Pause,
+    Resume,
+    Fail,
+    ClearError,
+}
+
 impl Store {
+    /// Runs `action` on connection `id`: [`Store::pause_connection`],
+    /// [`Store::resume_connection`], [`Store::fail_by_operator`] or [`Store::clear_error`].
+    pub async fn act_on(
+        &self,
+        action: ConnectionAction,
+        id: ConnectionId,
+        actor: &Actor,
+        reason: &Reason,
+    ) -> Result<Acted, ActionError> {
+        match action {
+            ConnectionAction::Pause => self.pause_connection(id, actor, reason).await,
+            ConnectionAction::Resume => self.resume_connection(id, actor, reason).await,
+            ConnectionAction::Fail => self.fail_by_operator(id, actor, reason).await,
+            ConnectionAction::ClearError => self.clear_error(id, actor, reason).await,
+        }
+    }
+
     /// Pauses a connection: it is not claimed for transfers or refreshes until resumed. A
     /// transfer running for it loses its lease and stops at its next write (its committed
     /// windows stay). Only `active` connections are paused; `refreshing` is refused

@@ -100,6 +100,18 @@ impl PauseFilter {
         &self.partners
     }
 
+    /// These pauses plus `partners` skipped as if paused (open circuit breakers,
+    /// docs/operations.md#partner-incidents), for one claim.
+    pub(in crate::store) fn also_skipping(&self, partners: &[String]) -> Self {
+        let mut filter = self.clone();
+        for partner in partners {
+            if !filter.partners.contains(partner) {
+                filter.partners.push(partner.clone());
+            }
+        }
+        filter
+    }
+
     pub(in crate::store) fn blocks(&self, partner: &str) -> bool {
         self.all || self.partners.iter().any(|p| p == partner)
     }
@@ -254,7 +266,11 @@ impl Store {
 
     /// Makes each overdue transfer and refresh of the connections `scope` frees due at a
     /// random time within `spread`, in batches by id. Returns how many connections moved.
-    async fn spread_overdue(&self, scope: &PauseScope, spread: Duration) -> Result<u64> {
+    pub(in crate::store) async fn spread_overdue(
+        &self,
+        scope: &PauseScope,
+        spread: Duration,
+    ) -> Result<u64> {
         let filter = self.pause_filter().await?;
         if filter.all {
             return Ok(0);

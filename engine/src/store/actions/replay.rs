@@ -84,7 +84,7 @@ impl Store {
                         return Err(ActionError::Refused(Refusal::Paused));
                     }
                     if state == State::Active {
-                        self.replay_transfer(row, actor, reason).await?
+                        self.replay_transfer(row, actor, reason, settings).await?
                     } else {
                         self.replay_refresh(row, actor, reason, settings).await?
                     }
@@ -109,9 +109,15 @@ impl Store {
         row: connection::Model,
         actor: &Actor,
         reason: &Reason,
+        settings: &ActionSettings,
     ) -> Result<Option<Replay>, ActionError> {
         let now = self.clock.now();
-        if row.sync_lease_until.is_some_and(|until| until >= now) {
+        let live_lease = row.sync_lease_until.filter(|until| *until >= now);
+        let orphaned = match live_lease {
+            Some(until) => self.claim_orphaned(&row, until, settings).await?,
+            None => false,
+        };
+        if live_lease.is_some() && !orphaned {
             return Err(ActionError::Refused(Refusal::StepInFlight(
                 "a transfer is claimed or running",
             )));
@@ -129,18 +135,31 @@ impl Store {
         let swap = Swap::new()
             .set("next_sync_at", now)
             .null("sync_lease_until")
-            .null("sync_lease_token")
-            .guard(|b| {
+            .null("sync_lease_token");
+        // An orphaned claim is cleared only while it is the very claim judged (no token taken
+        // since, the same lease end); any other lease only once it has expired.
+        let swap = match live_lease.filter(|_| orphaned) {
+            Some(until) => swap.guard(|b| {
+                format!(
+                    "state = 'active' AND paused = {} AND sync_lease_token IS NULL \
+                     AND sync_lease_until = {}",
+                    b.bind(false),
+                    b.bind(until)
+                )
+            }),
+            None => swap.guard(|b| {
                 format!(
                     "state = 'active' AND paused = {} \
                      AND (sync_lease_until IS NULL OR sync_lease_until < {})",
                     b.bind(false),
                     b.bind(now)
                 )
-            });
+            }),
+        };
         let details = json!({
             "step": "transfer",
             "leaseCleared": left_behind,
+            "claimWithoutJob": orphaned,
             "wasDueAt": row.next_sync_at,
         });
         let entry = Entry::new(REPLAY_EVENT, actor, reason, details);
@@ -154,6 +173,27 @@ impl Store {
                 lease_cleared: left_behind,
                 connection,
             }))
+    }
+
+    /// A live dispatcher claim (no lease token) older than the claim grace whose fetch job is
+    /// no longer queued or running: the stuck reason `claim_without_job`
+    /// (docs/operations.md#stuck). Its job was lost (deleted, or a queue that failed), so
+    /// nothing will start it before the claim expires. Read after the row: a job that started
+    /// meanwhile took a token, and the swap's guard sees it.
+    async fn claim_orphaned(
+        &self,
+        row: &connection::Model,
+        until: DateTime<Utc>,
+        settings: &ActionSettings,
+    ) -> Result<bool, ActionError> {
+        let now = self.clock.now();
+        let claimed_before = now
+            + TimeDelta::from_std(settings.dispatch_lease).unwrap_or(TimeDelta::minutes(2))
+            - TimeDelta::from_std(settings.claim_grace).unwrap_or(TimeDelta::seconds(30));
+        if row.sync_lease_token.is_some() || until >= claimed_before {
+            return Ok(false);
+        }
+        Ok(!self.fetch_job_live(&row.id).await?)
     }
 
     async fn replay_refresh(

@@ -56,6 +56,18 @@ impl Store {
         Ok(present != 0)
     }
 
+    /// Whether a queued or running fetch job names connection `id` (false when the job tables
+    /// are not there yet).
+    pub(in crate::store) async fn fetch_job_live(&self, id: &str) -> Result<bool> {
+        if !self.job_tables_present().await? {
+            return Ok(false);
+        }
+        let live = jobs::sql::live_connection_ids(&self.pool, jobs::Step::Fetch)
+            .await
+            .map_err(job_error)?;
+        Ok(live.iter().any(|live| live == id))
+    }
+
     /// The bounds of every stuck reason as of `now`, with the connections live fetch jobs name
     /// (read first: a claim made after this read is younger than the claim grace).
     pub(in crate::store) async fn stuck_bounds(
@@ -71,7 +83,16 @@ impl Store {
             Vec::new()
         };
         let mut bounds = StuckBounds::new(now, settings, &live, self.db.get_database_backend());
-        bounds.pauses = self.pause_filter().await?;
+        // Partners out (their circuit breaker not closed) wait for the partner, like paused
+        // ones (docs/operations.md#partner-incidents).
+        let out: Vec<String> = self
+            .breakers()
+            .await?
+            .into_iter()
+            .filter(|b| b.state != crate::store::BreakerState::Closed)
+            .map(|b| b.partner)
+            .collect();
+        bounds.pauses = self.pause_filter().await?.also_skipping(&out);
         Ok(bounds)
     }
 }

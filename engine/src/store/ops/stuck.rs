@@ -139,7 +139,8 @@ pub(in crate::store) struct StuckBounds {
     /// JSON array of the connection ids live fetch jobs name.
     live_jobs: String,
     backend: DbBackend,
-    /// The partner and global pauses in force: their connections wait by an operator's choice.
+    /// The partner and global pauses in force, and the partners whose circuit breaker is not
+    /// closed: their connections wait by an operator's choice or for the partner.
     pub(in crate::store) pauses: crate::store::actions::PauseFilter,
 }
 

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     jobs,
     state::State,
-    store::{Result, Step, Store, StoreError, doctor::checks::Binder},
+    store::{PartnerBreaker, Result, Step, Store, StoreError, doctor::checks::Binder},
 };
 
 /// Connections of one partner in one state.
@@ -73,6 +73,9 @@ pub struct OpsSummary {
     pub stuck: Vec<(StuckReason, u64)>,
     /// Connections stuck for at least one reason.
     pub stuck_connections: u64,
+    /// The partners' circuit breakers that ever tripped, by partner (a partner without one is
+    /// closed; docs/operations.md#partner-incidents).
+    pub breakers: Vec<PartnerBreaker>,
 }
 
 fn count(row: &QueryResult, column: &str) -> Result<u64> {
@@ -107,6 +110,7 @@ impl Store {
             errors: Vec::new(),
             stuck: StuckReason::ALL.into_iter().map(|r| (r, 0)).collect(),
             stuck_connections: 0,
+            breakers: Vec::new(),
         };
         self.count_states(&mut summary).await?;
         self.count_due(&mut summary, &k).await?;
@@ -114,6 +118,7 @@ impl Store {
         summary.errors = self.error_counts().await?;
         summary.last_hour = self.recent_runs(now - TimeDelta::hours(1)).await?;
         summary.queue = self.queue_depths().await?;
+        summary.breakers = self.breakers().await?;
         Ok(summary)
     }
 
