@@ -5,7 +5,11 @@
 //! errors.
 
 mod actions;
+mod bulk;
 mod inspect;
+mod remote;
+mod show;
+mod show_table;
 
 use std::path::Path;
 
@@ -41,6 +45,18 @@ pub enum OpsCommand {
     Action(actions::ActionCommand),
     #[command(flatten)]
     Inspect(inspect::InspectCommand),
+    /// One connection: its row, stuck reasons and next step, the last journal entries, the
+    /// last step runs, and the coverage of the last 14 days (docs/coverage.md).
+    ///
+    /// Against the database, or a running server with --server and --token. Reads only.
+    Show(show::ShowArgs),
+    /// Read a time range of a connection again: the cursor is rewound to --start and the
+    /// transfer made due now (docs/coverage.md#refetch). --dry-run (through --server) fetches
+    /// the range and reports what it would insert, update, leave unchanged or retire.
+    Refetch(show::RefetchArgs),
+    /// An action on every connection matching the list's filters: a dry run first (count,
+    /// sample, confirmation token), then --confirm with its token acts on exactly those.
+    Bulk(bulk::BulkArgs),
 }
 
 /// Flags of `ops doctor`.
@@ -105,6 +121,9 @@ pub fn run(
         }
         OpsCommand::Action(command) => actions::run(file, command, init_logging),
         OpsCommand::Inspect(command) => inspect::run(file, command, init_logging),
+        OpsCommand::Show(args) => show::show(file, args, init_logging),
+        OpsCommand::Refetch(args) => show::refetch(file, args, init_logging),
+        OpsCommand::Bulk(args) => bulk::run(file, args, init_logging),
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Application {
     dispatch: bool,
     /// The metrics listener, when `[metrics] listen` is set.
     metrics: Option<MetricsEndpoint>,
+    /// The ops console's summaries over time, sampled while the server runs.
+    console_samples: api::console::ConsoleSamples,
 }
 
 impl Application {
@@ -119,7 +121,18 @@ impl Application {
                 server_url: base.clone(),
             },
         );
-        let routes = routes.nest("/", api);
+        // The ops console (docs/console.md#console), beside the API.
+        let console_samples = api::console::ConsoleSamples::new();
+        let console = api::console::routes(
+            workflows.clone(),
+            jwt.clone(),
+            api::console::ConsoleSettings {
+                public_url: public_url.clone(),
+                max_body_bytes: config.server.max_body_bytes,
+            },
+            console_samples.clone(),
+        );
+        let routes = routes.nest(api::console::BASE, console).nest("/", api);
 
         Ok(Self {
             listener,
@@ -138,6 +151,7 @@ impl Application {
             workers: config.workers.enabled,
             dispatch: true,
             metrics,
+            console_samples,
         })
     }
 
@@ -184,7 +198,7 @@ impl Application {
     pub fn banner(&self) -> String {
         let base = self.base_url();
         let mut out = format!(
-            "\n  Tributary is listening on {base}\n\n  API docs (Swagger UI)  {base}/docs\n  OpenAPI document       {base}/openapi.json\n  Health / readiness     {base}/healthz  {base}/readyz\n"
+            "\n  Tributary is listening on {base}\n\n  API docs (Swagger UI)  {base}/docs\n  OpenAPI document       {base}/openapi.json\n  Health / readiness     {base}/healthz  {base}/readyz\n  Ops console            {base}/ops\n"
         );
         if self.sandbox.is_some() {
             let note = if self.sandbox_partners {
@@ -242,6 +256,17 @@ impl Application {
             .workers
             .then(|| Workers::start(self.workflows.clone(), self.queue.clone(), self.dispatch));
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let console_stopped = {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
+        };
+        let console_sampler = tokio::spawn(
+            self.console_samples
+                .clone()
+                .run(self.workflows.clone(), console_stopped),
+        );
         let metrics = MetricsEndpoint::spawn(self.metrics, &self.workflows, stopped);
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         let served = Server::new_with_acceptor(acceptor)
@@ -259,6 +284,7 @@ impl Application {
             workers.shutdown().await;
         }
         metrics.join().await;
+        let _ = console_sampler.await;
         self.workflows.store().clone().close().await;
         served.context("HTTP server failed")
     }

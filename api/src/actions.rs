@@ -1,4 +1,4 @@
-//! What operators can do to workflows (docs/operations.md#actions): replay a connection's
+//! What operators can do to workflows (docs/actions.md#actions): replay a connection's
 //! current step, pause and resume a connection, a partner or everything, move a connection to
 //! failed, clear its error; and list the pauses in force. `ops` only. Every action takes a body
 //! `{"reason": "…"}` (checked: 422 `invalid_reason`), is journaled with the caller as actor, and
@@ -23,7 +23,12 @@ use crate::{
 };
 
 fn reason(body: &ReasonJson) -> Result<Reason, Problem> {
-    Reason::parse(&body.reason.0).map_err(|err| {
+    checked_reason(&body.reason.0)
+}
+
+/// An operator's reason, checked (422 `invalid_reason`).
+pub(crate) fn checked_reason(text: &str) -> Result<Reason, Problem> {
+    Reason::parse(text).map_err(|err| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_reason",
@@ -237,7 +242,7 @@ impl ActionsApi {
     /// Run the connection's current step now from its persisted state: an `active`
     /// connection's transfer (clearing an expired lease left behind), a refresh left stuck in
     /// `refreshing`, or a partner revocation a `revoked` or `failed` connection still owes
-    /// (docs/operations.md#actions).
+    /// (docs/actions.md#actions).
     #[oai(
         path = "/connections/:id/replay",
         method = "post",

@@ -98,28 +98,15 @@ impl FleetApi {
     ) -> FleetListResponse {
         let result = async {
             caller.require(OPS_ROLES)?;
-            let invalid = |e: &dyn std::fmt::Display| {
-                Problem::bad_request("invalid_parameter", e.to_string())
-            };
-            let filter = ConnectionFilter {
-                state: state.0.map(state_of),
-                partner: partner
-                    .0
-                    .as_deref()
-                    .map(PartnerName::parse)
-                    .transpose()
-                    .map_err(|e| invalid(&e))?,
-                user: user
-                    .0
-                    .as_deref()
-                    .map(UserId::parse)
-                    .transpose()
-                    .map_err(|e| invalid(&e))?,
+            let filter = connection_filter(FilterParts {
+                state: state.0,
+                partner: partner.0.as_deref(),
+                user: user.0.as_deref(),
                 paused: paused.0,
-                error: error.0.clone(),
-                stuck: StuckFilter::from_parts(stuck.0, reason.0.map(Into::into))
-                    .map_err(|e| invalid(&e))?,
-            };
+                error: error.0.as_deref(),
+                stuck: stuck.0,
+                reason: reason.0,
+            })?;
             let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
             let limit = u64::from(limit.0.unwrap_or(DEFAULT_LIMIT)).min(MAX_LIST_PAGE);
             let store = self.workflows.store();
@@ -151,6 +138,54 @@ impl FleetApi {
             Err(problem) => problem.into(),
         }
     }
+}
+
+/// The list's filters, as a query or a bulk action's body gives them.
+pub(crate) struct FilterParts<'a> {
+    pub state: Option<StateJson>,
+    pub partner: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub paused: Option<bool>,
+    pub error: Option<&'a str>,
+    pub stuck: Option<bool>,
+    pub reason: Option<StuckReasonJson>,
+}
+
+/// The engine's filter of the list's filters, checked: a malformed name or error code, or
+/// `reason` with `stuck=false`, is 400 `invalid_parameter`. Shared by the list and the bulk
+/// actions (docs/actions.md#bulk-actions).
+pub(crate) fn connection_filter(parts: FilterParts<'_>) -> Result<ConnectionFilter, Problem> {
+    let invalid =
+        |e: &dyn std::fmt::Display| Problem::bad_request("invalid_parameter", e.to_string());
+    let error = parts
+        .error
+        .map(|code| {
+            let valid = (1..=64).contains(&code.len())
+                && code
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"_.:-".contains(&c));
+            valid.then(|| code.to_owned()).ok_or_else(|| {
+                invalid(&"`error` is not an error code (letters, digits, `_.:-`, 1 to 64)")
+            })
+        })
+        .transpose()?;
+    Ok(ConnectionFilter {
+        state: parts.state.map(state_of),
+        partner: parts
+            .partner
+            .map(PartnerName::parse)
+            .transpose()
+            .map_err(|e| invalid(&e))?,
+        user: parts
+            .user
+            .map(UserId::parse)
+            .transpose()
+            .map_err(|e| invalid(&e))?,
+        paused: parts.paused,
+        error,
+        stuck: StuckFilter::from_parts(parts.stuck, parts.reason.map(Into::into))
+            .map_err(|e| invalid(&e))?,
+    })
 }
 
 fn state_of(s: StateJson) -> State {

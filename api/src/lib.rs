@@ -21,18 +21,24 @@
 //! - `ops.rs`: refresh, alerts, revocations (operators); `outbox.rs`: the outbox and webhook
 //!   deliveries (operators); `doctor.rs`: the doctor's check and repair (operators).
 //! - `actions.rs`: `/v1/ops/…` replay, pause/resume, fail, clear an error; the pauses (operators).
+//! - `bulk.rs`: `/v1/ops/bulk/{action}`: those actions on filtered connections, dry run first.
 //! - `fleet.rs`: `/v1/ops/connections` (filtered, with stuck reasons), `/v1/ops/summary`
 //!   (operators); `fleet_models.rs`: their JSON.
 //! - `middleware.rs`: body limit, panics as problems, security headers, the access log
 //!   (method and path only: query strings carry OAuth codes and `state`s).
 //! - `routing.rs`: the `Allow` header of 405s, paths that are not UTF-8.
+//! - [`console`]: the ops console, HTML pages at `/ops` (not part of the OpenAPI document).
 //!
 //! The contract (error model, nullability, roles, the schemathesis check) is described in
 //! docs/api.md.
 
 mod actions;
 pub mod auth;
+mod bulk;
+mod cli_json;
 mod connections;
+pub mod console;
+mod coverage;
 mod data;
 mod doctor;
 mod fleet;
@@ -48,10 +54,13 @@ mod outbox;
 mod params;
 mod partners;
 pub mod problem;
+mod refetch;
 mod routing;
 mod runs;
 mod security;
 
+pub use bulk::{plan_json as bulk_plan_json, result_json as bulk_result_json};
+pub use cli_json::{connection_json, coverage_json, journal_json, runs_json};
 pub use fleet::{
     decode_cursor as decode_fleet_cursor, encode_cursor as encode_fleet_cursor,
     page_json as fleet_page_json, summary_json as fleet_summary_json,
@@ -66,12 +75,14 @@ use poem_openapi::{OpenApiService, Tags};
 use url::Url;
 use workflows::Workflows;
 
+use crate::bulk::BulkApi;
 use crate::fleet::FleetApi;
 use crate::{
     actions::ActionsApi, connections::ConnectionsApi, data::DataApi, doctor::DoctorApi,
     invites::InvitesApi, meta::MetaApi, oauth::OAuthApi, ops::OpsApi, outbox::OutboxApi,
     partners::PartnersApi, runs::RunsApi,
 };
+use crate::{coverage::CoverageApi, refetch::RefetchApi};
 
 /// How the API is served.
 #[derive(Debug, Clone)]
@@ -142,7 +153,16 @@ pub fn routes(
         RunsApi {
             workflows: workflows.clone(),
         },
+        CoverageApi {
+            workflows: workflows.clone(),
+        },
+        RefetchApi {
+            workflows: workflows.clone(),
+        },
         ActionsApi {
+            workflows: workflows.clone(),
+        },
+        BulkApi {
             workflows: workflows.clone(),
         },
         OutboxApi { workflows },
@@ -156,7 +176,14 @@ pub fn routes(
     let mut document: serde_json::Value = serde_json::from_str(&service.spec()).unwrap_or_default();
     // poem-openapi does not document `deny_unknown_fields`; the request body refuses unknown
     // fields (400 `invalid_body`), so the document says so.
-    for schema in ["NewConnection", "NewInvitation", "ActionReason"] {
+    for schema in [
+        "NewConnection",
+        "NewInvitation",
+        "ActionReason",
+        "BulkRequest",
+        "BulkFilter",
+        "RefetchRequest",
+    ] {
         document["components"]["schemas"][schema]["additionalProperties"] = false.into();
     }
     let mut allowed = routing::AllowedMethods::from_openapi(&document);

@@ -74,7 +74,7 @@ pub struct StepRunJson {
 }
 
 impl StepRunJson {
-    fn new(id: i64, run: StepRun) -> Self {
+    pub(crate) fn new(id: i64, run: StepRun) -> Self {
         Self {
             id,
             step: run.step.into(),

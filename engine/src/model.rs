@@ -34,6 +34,9 @@ pub struct Connection {
     pub next_sync_at: Option<DateTime<Utc>>,
     /// End of the last completely fetched window (the transfer cursor).
     pub fetched_through: Option<DateTime<Utc>>,
+    /// Start of the earliest window ever committed: the connection has fetched
+    /// `[fetched_from, fetched_through)` (docs/coverage.md#coverage).
+    pub fetched_from: Option<DateTime<Utc>>,
     /// Start of the current streak of failed transfers.
     pub failing_since: Option<DateTime<Utc>>,
     /// Distinct partner records skipped (never stored) so far: unreadable, unmappable, or

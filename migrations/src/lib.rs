@@ -22,6 +22,8 @@ mod m20261202_000009_create_step_runs;
 mod m20261202_000010_create_pauses;
 mod m20261202_000011_index_ops_filters;
 mod m20261202_000012_create_partner_breakers;
+mod m20261202_000013_create_bulk_plans;
+mod m20261203_000014_add_fetched_from;
 
 pub struct Migrator;
 
@@ -41,6 +43,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_create_pauses::Migration),
             Box::new(m20261202_000011_index_ops_filters::Migration),
             Box::new(m20261202_000012_create_partner_breakers::Migration),
+            Box::new(m20261202_000013_create_bulk_plans::Migration),
+            Box::new(m20261203_000014_add_fetched_from::Migration),
         ]
     }
 }

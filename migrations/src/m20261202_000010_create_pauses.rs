@@ -1,4 +1,4 @@
-//! Pauses of a whole partner or of everything (docs/operations.md#actions): one row per pause,
+//! Pauses of a whole partner or of everything (docs/actions.md#actions): one row per pause,
 //! kept after its resume as the record of who paused and resumed, when and why. At most one
 //! pause per scope is in force (`resumed_at IS NULL`: a partial unique index, on both
 //! backends). A connection's own pause is its `paused` column, journaled on the connection.

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use rand::RngCore as _;
 use url::Url;
 
-use super::BackendArg;
+use clap::ValueEnum;
 
 /// A fresh database for one configuration, dropped on [`BenchDb::drop_db`].
 pub(super) struct BenchDb {
@@ -67,4 +67,20 @@ pub(super) fn uuid_suffix() -> String {
 
 pub(super) fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A backend to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Postgres,
+    Sqlite,
+}
+
+impl BackendArg {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            BackendArg::Postgres => "PostgreSQL",
+            BackendArg::Sqlite => "SQLite",
+        }
+    }
 }

@@ -16,6 +16,7 @@ mod floor;
 pub mod hostile;
 /// `tributary bench-memory`.
 pub mod memory;
+mod ops_queries;
 mod refresh;
 mod report;
 /// Bulk seeding of active connections with sandbox grants (also used by the multi-process
@@ -32,12 +33,13 @@ use std::{
 
 use anyhow::Context as _;
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use engine::{Store, crypto::Keyring, jobs::QueueSettings, store::StoreOptions};
 use rand::RngCore as _;
 use sandbox::{Sandbox, SandboxConfig};
 use url::Url;
 
+pub use self::db::BackendArg;
 pub use self::workers::{WorkerToml, worker_config_toml};
 use self::{
     db::BenchDb,
@@ -132,21 +134,13 @@ pub struct BenchArgs {
     /// Rounds of `--ab-webhooks` and `--ab-runs`.
     #[arg(long, default_value_t = 3)]
     pub ab_rounds: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    Postgres,
-    Sqlite,
-}
-
-impl BackendArg {
-    fn name(self) -> &'static str {
-        match self {
-            BackendArg::Postgres => "PostgreSQL",
-            BackendArg::Sqlite => "SQLite",
-        }
-    }
+    /// Time the operators' queries (the list's filters, the summary) over N seeded
+    /// connections instead of transfers (src/bench/ops_queries.rs).
+    #[arg(long)]
+    pub ops_queries: bool,
+    /// Rounds of each `--ops-queries` query.
+    #[arg(long, default_value_t = 20)]
+    pub ops_rounds: usize,
 }
 
 /// One configuration's results.
@@ -209,6 +203,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await;
     });
 
+    if args.ops_queries {
+        for backend in &args.backend {
+            for &n in &args.connections {
+                ops_queries::run(&args, *backend, n, work.path(), &sandbox).await?;
+            }
+        }
+        let _ = stop_tx.send(());
+        let _ = sandbox_task.await;
+        return Ok(());
+    }
     let mut outcomes = Vec::new();
     for backend in &args.backend {
         for &n in &args.connections {

@@ -84,6 +84,7 @@ pub async fn seed(
                 last_sync_at: Set(None),
                 next_sync_at: Set(due),
                 fetched_through: Set(Some(through)),
+                fetched_from: Set(Some(through - chrono::TimeDelta::days(30))),
                 failing_since: Set(None),
                 sync_lease_until: Set(None),
                 sync_lease_token: Set(None),

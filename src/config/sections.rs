@@ -178,7 +178,7 @@ pub struct WorkersConfig {
     /// (`tributary bench --ab-runs`): operators then see no runs.
     pub record_step_runs: bool,
     /// When a partner or everything is resumed, each overdue transfer and refresh is made due
-    /// at a random time within this many seconds (docs/operations.md#actions). Default 300.
+    /// at a random time within this many seconds (docs/actions.md#actions). Default 300.
     pub resume_spread_secs: u64,
 }
 

@@ -1,5 +1,5 @@
 //! `tributary ops replay|pause|resume|fail|clear-error|pauses`: the operators' actions
-//! (docs/operations.md#actions) straight against the database, as the API does them: the same
+//! (docs/actions.md#actions) straight against the database, as the API does them: the same
 //! store methods, the same checked reason, the operator (`--operator`, default `$USER`, else
 //! `cli`) as actor. Exit 0 when done or already so, 1 when refused or on any other failure,
 //! 2 for a usage or configuration error (a bad reason is refused before the database is
@@ -99,7 +99,7 @@ fn parse_partner(s: &str) -> Result<PartnerName, String> {
 /// Parses `--reason`; a refused reason is not repeated in the error (it may hold what the rule
 /// keeps out of terminals and logs: a token, an address).
 #[derive(Debug, Clone, Copy)]
-struct ReasonParser;
+pub(super) struct ReasonParser;
 
 impl clap::builder::TypedValueParser for ReasonParser {
     type Value = Reason;
@@ -161,10 +161,13 @@ async fn act(config: Config, command: ActionCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn operator(target: &Target) -> Actor {
-    let name = target
-        .operator
-        .clone()
+pub(super) fn operator(target: &Target) -> Actor {
+    operator_named(target.operator.clone())
+}
+
+/// The operator `name`, else `$USER` (when it is a valid name), else `cli`.
+pub(super) fn operator_named(name: Option<String>) -> Actor {
+    let name = name
         .or_else(|| {
             std::env::var("USER")
                 .ok()

@@ -1,7 +1,8 @@
 //! `tributary ops summary` and `tributary ops list` (docs/operations.md#stuck): the fleet in
-//! counts, and the connections matching filters with their stuck reasons, straight against the
-//! database; readable tables, or with `--json` what `GET /v1/ops/summary` and `GET
-//! /v1/ops/connections` answer. Reads only; never migrates.
+//! counts, and the connections matching filters with their stuck reasons, against the database
+//! or a running server (`--server`, `--token`); with `--json` what `GET /v1/ops/summary` and
+//! `GET /v1/ops/connections` answer, else tables rendered from that same JSON, so both sources
+//! read the same. Reads only; never migrates.
 
 use std::{path::Path, time::Duration};
 
@@ -11,12 +12,12 @@ use engine::{
     Store,
     ids::{PartnerName, UserId},
     state::State,
-    store::{
-        ConnectionFilter, ConnectionPage, MAX_LIST_PAGE, OpsSummary, StuckFilter, StuckReason,
-        StuckSettings,
-    },
+    store::{ConnectionFilter, MAX_LIST_PAGE, StuckFilter, StuckReason, StuckSettings},
 };
 
+use serde_json::Value;
+
+use super::remote::{Remote, Source};
 use crate::config::{CliOverrides, Config, LogConfig};
 
 /// `ops summary` and `ops list`.
@@ -52,9 +53,8 @@ pub struct SummaryArgs {
     /// Print the summary as JSON (as `GET /v1/ops/summary` answers it) instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Database URL (overrides database.url).
-    #[arg(long, value_name = "URL")]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub source: Source,
 }
 
 /// Flags of `ops list`: every filter given must hold.
@@ -94,9 +94,8 @@ pub struct ListArgs {
     /// Print the page as JSON (as `GET /v1/ops/connections` answers it) instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Database URL (overrides database.url).
-    #[arg(long, value_name = "URL")]
-    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub source: Source,
 }
 
 fn parse_state(s: &str) -> Result<State, String> {
@@ -153,18 +152,62 @@ fn summary(
     args: SummaryArgs,
     init_logging: fn(&LogConfig) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let summary = with_store(file, args.database_url, init_logging, async |store, s| {
-        Ok(store.ops_summary(store.clock().now(), &s).await?)
-    })?;
+    let summary = match Remote::of(&args.source)? {
+        Some(remote) => runtime()?.block_on(remote.get("/v1/ops/summary"))?,
+        None => with_store(
+            file,
+            args.source.database_url,
+            init_logging,
+            async |store, s| {
+                let summary = store.ops_summary(store.clock().now(), &s).await?;
+                Ok(api::fleet_summary_json(summary))
+            },
+        )?,
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&api::fleet_summary_json(summary))?
-        );
+        println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", summary_table(&summary));
     }
     Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The list's query string, as `GET /v1/ops/connections` reads it.
+fn query(args: &ListArgs) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(state) = args.state {
+        q.append_pair("state", state.as_str());
+    }
+    if let Some(partner) = &args.partner {
+        q.append_pair("partner", partner.as_str());
+    }
+    if let Some(user) = &args.user {
+        q.append_pair("user", user.as_str());
+    }
+    if let Some(paused) = args.paused {
+        q.append_pair("paused", &paused.to_string());
+    }
+    if let Some(error) = &args.error {
+        q.append_pair("error", error);
+    }
+    if let Some(stuck) = args.stuck {
+        q.append_pair("stuck", &stuck.to_string());
+    }
+    if let Some(reason) = args.reason {
+        q.append_pair("reason", reason.as_str());
+    }
+    if let Some(cursor) = &args.cursor {
+        q.append_pair("cursor", cursor);
+    }
+    q.append_pair("limit", &args.limit.to_string());
+    q.finish()
 }
 
 /// `ops list`.
@@ -175,10 +218,10 @@ fn list(
 ) -> anyhow::Result<()> {
     let filter = ConnectionFilter {
         state: args.state,
-        partner: args.partner,
-        user: args.user,
+        partner: args.partner.clone(),
+        user: args.user.clone(),
         paused: args.paused,
-        error: args.error,
+        error: args.error.clone(),
         stuck: StuckFilter::from_parts(args.stuck, args.reason)?,
     };
     let after = args
@@ -188,17 +231,26 @@ fn list(
         .transpose()
         .map_err(|p| anyhow::anyhow!("--cursor: {}", p.detail))?;
     let limit = args.limit;
-    let page = with_store(file, args.database_url, init_logging, async |store, s| {
-        let now = store.clock().now();
-        Ok(store
-            .list_connections(&filter, after, limit, now, &s)
-            .await?)
-    })?;
+    let page = match Remote::of(&args.source)? {
+        Some(remote) => {
+            let path = format!("/v1/ops/connections?{}", query(&args));
+            runtime()?.block_on(remote.get(&path))?
+        }
+        None => with_store(
+            file,
+            args.source.database_url,
+            init_logging,
+            async |store, s| {
+                let now = store.clock().now();
+                let page = store
+                    .list_connections(&filter, after, limit, now, &s)
+                    .await?;
+                Ok(api::fleet_page_json(page))
+            },
+        )?,
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&api::fleet_page_json(page))?
-        );
+        println!("{}", serde_json::to_string_pretty(&page)?);
     } else {
         print!("{}", list_table(&page));
     }
@@ -214,59 +266,79 @@ fn duration(d: Duration) -> String {
     }
 }
 
-/// The summary for people.
-pub fn summary_table(s: &OpsSummary) -> String {
-    let at = s.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// The summary for people, from the API's JSON.
+pub fn summary_table(s: &Value) -> String {
     let mut out = format!(
-        "fleet at {at}: {} connections, {} paused, {} stuck\n\n{:<32} {:<12} {:>9}\n",
-        s.total, s.paused, s.stuck_connections, "PARTNER", "STATE", "COUNT"
+        "fleet at {}: {} connections, {} paused, {} stuck\n\n{:<32} {:<12} {:>9}\n",
+        text(&s["at"]),
+        text(&s["total"]),
+        text(&s["paused"]),
+        text(&s["stuckConnections"]),
+        "PARTNER",
+        "STATE",
+        "COUNT"
     );
-    for p in &s.by_partner_state {
+    for p in items(&s["byPartnerState"]) {
         out.push_str(&format!(
             "{:<32} {:<12} {:>9}\n",
-            p.partner,
-            p.state.as_str(),
-            p.count
+            text(&p["partner"]),
+            text(&p["state"]),
+            text(&p["count"])
         ));
     }
-    let oldest = s
-        .oldest_due
-        .map(|d| format!(" (oldest due {} ago)", duration(d)))
+    let oldest = s["oldestDueSecs"]
+        .as_u64()
+        .map(|secs| format!(" (oldest due {} ago)", duration(Duration::from_secs(secs))))
         .unwrap_or_default();
     out.push_str(&format!(
         "\ntransfers: {} due now, {} overdue{oldest}, {} in flight, {} claimed\n",
-        s.due_now, s.overdue, s.in_flight, s.claimed
+        text(&s["dueNow"]),
+        text(&s["overdue"]),
+        text(&s["inFlight"]),
+        text(&s["claimed"])
     ));
-    let queue: Vec<String> = s
-        .queue
-        .iter()
-        .map(|q| format!("{} {}", q.step.as_str(), q.pending))
+    let queue: Vec<String> = items(&s["queue"])
+        .map(|q| format!("{} {}", text(&q["step"]), text(&q["pending"])))
         .collect();
     out.push_str(&format!("queue:     {}\n", queue.join(", ")));
     out.push_str(&format!(
         "\n{:<10} {:>9} {:>9} {:>11} {:>11}   (last hour)\n",
         "STEP", "RUNS", "ERRORS", "INSERTED", "UPDATED"
     ));
-    for (step, r) in &s.last_hour {
+    for r in items(&s["lastHour"]) {
         out.push_str(&format!(
             "{:<10} {:>9} {:>9} {:>11} {:>11}\n",
-            step.as_str(),
-            r.runs,
-            r.errors,
-            r.inserted,
-            r.updated
+            text(&r["step"]),
+            text(&r["runs"]),
+            text(&r["errors"]),
+            text(&r["inserted"]),
+            text(&r["updated"])
         ));
     }
-    if !s.errors.is_empty() {
+    if s["errors"].as_array().is_some_and(|e| !e.is_empty()) {
         out.push_str(&format!("\n{:<40} {:>9}\n", "LAST ERROR", "COUNT"));
-        for (code, n) in &s.errors {
-            out.push_str(&format!("{code:<40} {n:>9}\n"));
+        for e in items(&s["errors"]) {
+            out.push_str(&format!(
+                "{:<40} {:>9}\n",
+                text(&e["code"]),
+                text(&e["count"])
+            ));
         }
     }
-    let out_partners: Vec<_> = s
-        .breakers
-        .iter()
-        .filter(|b| b.state != engine::store::BreakerState::Closed)
+    let out_partners: Vec<&Value> = items(&s["breakers"])
+        .filter(|b| b["state"] != "closed")
         .collect();
     if !out_partners.is_empty() {
         out.push_str(&format!(
@@ -274,56 +346,59 @@ pub fn summary_table(s: &OpsSummary) -> String {
             "PARTNER", "BREAKER", "NEXT PROBE", "PROBES"
         ));
         for b in out_partners {
-            let probe = b.probe_at.map_or_else(
-                || "running".to_owned(),
-                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            );
+            let probe = b["probeAt"]
+                .as_str()
+                .map_or_else(|| "running".to_owned(), str::to_owned);
             out.push_str(&format!(
                 "{:<32} {:<10} {:<22} {:>7}\n",
-                b.partner,
-                b.state.as_str(),
+                text(&b["partner"]),
+                text(&b["state"]),
                 probe,
-                b.probes
+                text(&b["failedProbes"])
             ));
         }
     }
     out.push_str(&format!("\n{:<24} {:>9}\n", "STUCK REASON", "COUNT"));
-    for (reason, n) in &s.stuck {
+    for r in items(&s["stuck"]) {
+        let code = text(&r["reason"]);
+        let description = StuckReason::parse(&code).map_or("", StuckReason::description);
         out.push_str(&format!(
             "{:<24} {:>9}   {}\n",
-            reason.as_str(),
-            n,
-            reason.description()
+            code,
+            text(&r["count"]),
+            description
         ));
     }
     out
 }
 
-/// A page for people: one row per connection.
-pub fn list_table(page: &ConnectionPage) -> String {
-    if page.connections.is_empty() {
+/// A page for people, from the API's JSON: one row per connection.
+pub fn list_table(page: &Value) -> String {
+    let rows: Vec<&Value> = items(&page["connections"]).collect();
+    if rows.is_empty() {
         return "no connection matches\n".to_owned();
     }
     let mut out = format!(
         "{:<36}  {:<20} {:<16} {:<11} {:<6} {:<20} {:<24} {}\n",
         "ID", "USER", "PARTNER", "STATE", "PAUSED", "NEXT TRANSFER", "LAST ERROR", "STUCK"
     );
-    for listed in &page.connections {
-        let c = &listed.connection;
-        let next = c.next_sync_at.map_or("-".to_owned(), |t| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    for c in &rows {
+        let next = c["nextSyncAt"].as_str().map_or("-".to_owned(), |t| {
+            t.parse::<chrono::DateTime<chrono::Utc>>()
+                .map_or(t.to_owned(), |t| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
         });
-        let error = c.last_error.as_ref().map_or("-", |e| e.code.as_str());
-        let stuck: Vec<&str> = listed.stuck.iter().map(|r| r.as_str()).collect();
+        let stuck: Vec<String> = items(&c["stuckReasons"]).map(text).collect();
         out.push_str(&format!(
             "{:<36}  {:<20} {:<16} {:<11} {:<6} {:<20} {:<24} {}\n",
-            c.id.to_string(),
-            c.user_id.as_str(),
-            c.partner.as_str(),
-            c.state.as_str(),
-            if c.paused { "yes" } else { "no" },
+            text(&c["id"]),
+            text(&c["userId"]),
+            text(&c["partner"]),
+            text(&c["state"]),
+            if c["paused"] == true { "yes" } else { "no" },
             next,
-            error,
+            text(&c["lastError"]["code"]),
             if stuck.is_empty() {
                 "-".to_owned()
             } else {
@@ -331,12 +406,9 @@ pub fn list_table(page: &ConnectionPage) -> String {
             }
         ));
     }
-    out.push_str(&format!("\n{} connection(s)", page.connections.len()));
-    match &page.next {
-        Some(next) => out.push_str(&format!(
-            "; more: --cursor {}\n",
-            api::encode_fleet_cursor(next)
-        )),
+    out.push_str(&format!("\n{} connection(s)", rows.len()));
+    match page["nextCursor"].as_str() {
+        Some(next) => out.push_str(&format!("; more: --cursor {next}\n")),
         None => out.push('\n'),
     }
     out

@@ -12,12 +12,16 @@
 //! - `ops.rs`: `tributary ops doctor`: what it lists, repairs, and its exit status.
 //! - `inspect.rs`: `tributary ops summary` and `ops list`: tables, JSON, filters, pages.
 //! - `actions.rs`: `tributary ops replay|pause|resume|pauses`: the actions and their exit status.
+//! - `show.rs`: `tributary ops show` and `ops refetch` against the database.
+//! - `bulk.rs`: `tributary ops bulk`: the dry run, its confirm command, exit statuses.
 
 mod actions;
+mod bulk;
 mod configuration;
 mod inspect;
 mod ops;
 mod serve;
+mod show;
 mod token;
 mod usage;
 

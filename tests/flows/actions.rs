@@ -1,4 +1,4 @@
-//! Operators' actions over HTTP (docs/operations.md#actions), with the sandbox partner and the
+//! Operators' actions over HTTP (docs/actions.md#actions), with the sandbox partner and the
 //! workers running: a connection made stuck on purpose (an expired lease left behind by a job
 //! that never finished, its next transfer hours away) is replayed and its data flow again; a
 //! paused partner is not transferred until resumed; only operators act, and a bad reason is a

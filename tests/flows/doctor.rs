@@ -74,7 +74,7 @@ async fn an_operator_finds_and_repairs_a_violation_over_http(db: &TestDb) {
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["clean"], false);
     assert_eq!(report["repair"], false);
-    assert_eq!(report["checked"].as_array().unwrap().len(), 19);
+    assert_eq!(report["checked"].as_array().unwrap().len(), 20);
     let violations = report["violations"].as_array().unwrap();
     assert_eq!(violations.len(), 1, "{report}");
     assert_eq!(violations[0]["code"], "transfer_not_scheduled");

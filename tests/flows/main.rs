@@ -4,8 +4,10 @@
 
 mod actions;
 mod breaker;
+mod bulk;
 mod callbacks;
 mod connect;
+mod coverage;
 mod deliveries;
 mod doctor;
 mod fleet;
@@ -19,6 +21,7 @@ mod metrics;
 mod notices;
 mod runs;
 mod steps;
+mod stuck_cases;
 mod transfer;
 mod transfer_faults;
 mod webhook_batches;

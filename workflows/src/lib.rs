@@ -72,7 +72,7 @@ pub struct Settings {
     pub delivery: deliver::DeliverySettings,
     /// How long and how many step runs are kept (docs/operations.md#step-runs).
     pub runs: engine::store::RunRetention,
-    /// Overdue work freed by a resume is spread over this window (docs/operations.md#actions).
+    /// Overdue work freed by a resume is spread over this window (docs/actions.md#actions).
     pub resume_spread: Duration,
 }
 
@@ -136,7 +136,7 @@ impl Settings {
         }
     }
 
-    /// The operators' actions' bounds (docs/operations.md#actions).
+    /// The operators' actions' bounds (docs/actions.md#actions).
     pub fn actions(&self) -> engine::store::ActionSettings {
         engine::store::ActionSettings {
             dispatch_lease: self.transfer.dispatch_lease,

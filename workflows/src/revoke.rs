@@ -166,6 +166,9 @@ impl Workflows {
             if let Err(err) = self.store.purge_runs(now, self.settings.runs).await {
                 tracing::error!(error = %err, "purging old step runs failed");
             }
+            if let Err(err) = self.store.purge_bulk_plans(now).await {
+                tracing::error!(error = %err, "purging expired bulk plans failed");
+            }
             match self.expire_invitations().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "invitations expired"),

@@ -1,4 +1,4 @@
-//! The JSON of the operators' actions (docs/operations.md#actions) and its conversions from the
+//! The JSON of the operators' actions (docs/actions.md#actions) and its conversions from the
 //! engine's types.
 
 use chrono::{DateTime, Utc};

@@ -24,6 +24,9 @@ pub struct JwtKeys {
     audience: String,
     max_lifetime: Duration,
     validation: Validation,
+    /// HMAC-SHA256 of a fixed label under the secret: the root of [`Self::derive_key`], so the
+    /// secret itself is kept by the `jsonwebtoken` keys only.
+    derivation: [u8; 32],
 }
 
 impl fmt::Debug for JwtKeys {
@@ -35,6 +38,14 @@ impl fmt::Debug for JwtKeys {
             .field("max_lifetime", &self.max_lifetime)
             .finish()
     }
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 impl JwtKeys {
@@ -57,7 +68,15 @@ impl JwtKeys {
             audience: audience.to_owned(),
             max_lifetime: DEFAULT_MAX_LIFETIME,
             validation,
+            derivation: hmac_sha256(secret, b"tributary key derivation"),
         }
+    }
+
+    /// A key for `purpose` derived from the JWT secret (HMAC-SHA256), e.g. the ops console's
+    /// CSRF tokens: every process sharing the secret derives the same key, and a key for one
+    /// purpose tells nothing of the secret or of another purpose's key.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        hmac_sha256(&self.derivation, purpose.as_bytes())
     }
 
     /// Refuse tokens whose lifetime exceeds `max`: a leaked long-lived token would otherwise

@@ -46,6 +46,12 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
     {
         return Err(format!("{at} = {value} is not one of {allowed:?}"));
     }
+    if let Some(options) = schema["anyOf"].as_array().or(schema["oneOf"].as_array()) {
+        return match options.iter().any(|o| conforms(doc, o, value, at).is_ok()) {
+            true => Ok(()),
+            false => Err(format!("{at} = {value} is none of {options:?}")),
+        };
+    }
     let wrong_type = || Err(format!("{at} = {value} is not a {}", schema["type"]));
     match schema["type"].as_str() {
         Some("object") => {
@@ -261,12 +267,51 @@ async fn responses_of_a_whole_flow_conform_to_the_document() {
     check("post", "/v1/users/{userId}/connections", &again);
 }
 
+#[tokio::test]
+async fn bulk_answers_conform_to_the_document() {
+    let app = TestApi::spawn().await;
+    let doc = document(&app).await;
+    let ops = app.ops();
+    app.connect_fully("bob").await;
+    let template = "/v1/ops/bulk/{action}";
+    let dry_run = r#"{"filter": {"state": "active"}, "reason": "maintenance", "dryRun": true}"#;
+    let plan = app.post_json("/v1/ops/bulk/pause", &ops, dry_run).await;
+    assert_eq!(plan.status, StatusCode::OK, "{}", plan.text);
+    assert_documented(&doc, "post", template, &plan);
+    assert_eq!(plan.json()["count"], 1);
+    let token = plan.json()["confirmationToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let confirm = format!(r#"{{"confirmationToken": "{token}"}}"#);
+    let result = app.post_json("/v1/ops/bulk/pause", &ops, &confirm).await;
+    assert_eq!(result.status, StatusCode::OK, "{}", result.text);
+    assert_documented(&doc, "post", template, &result);
+    assert_eq!(result.json()["acted"], 1);
+    for (path, body, status) in [
+        ("/v1/ops/bulk/resume", confirm.as_str(), 409),
+        ("/v1/ops/bulk/pause", r#"{"confirmationToken": "x"}"#, 404),
+        ("/v1/ops/bulk/nope", dry_run, 400),
+        ("/v1/ops/bulk/pause", r#"{"filter": {}}"#, 400),
+    ] {
+        let reply = app.post_json(path, &ops, body).await;
+        assert_eq!(
+            reply.status.as_u16(),
+            status,
+            "{path} {body}: {}",
+            reply.text
+        );
+        assert_documented(&doc, "post", template, &reply);
+    }
+}
+
 /// Fills a path template with ids that exist.
 fn concrete(template: &str, id: &str) -> String {
     template
         .replace("{userId}", "alice")
         .replace("{id}", id)
         .replace("{partner}", CGM)
+        .replace("{action}", "pause")
 }
 
 #[tokio::test]
@@ -301,6 +346,10 @@ async fn path_ids_are_declared_as_the_server_reads_them() {
                         );
                     }
                     "partner" => {}
+                    "action" => assert!(
+                        schema["$ref"].is_string() || schema["enum"].is_array(),
+                        "{method} {path}: {schema}"
+                    ),
                     other => panic!("{method} {path}: undeclared rule for `{other}`"),
                 }
                 seen += 1;
@@ -351,7 +400,7 @@ async fn every_post_documents_and_answers_413() {
             assert_documented(&doc, method, template, &reply);
         }
     }
-    assert_eq!(posts, 19);
+    assert_eq!(posts, 21);
     // A GET with a body answers as without one.
     let reply = app
         .send(

@@ -193,6 +193,7 @@ async fn seed(app: &TestApi) -> (String, String, String) {
                 reason: "normal is not a number".to_owned(),
             })
             .to_vec(),
+        window_start: None,
     };
     transfer(app, &claimed, &pump, &[chunk]).await;
     let bob_records: Vec<_> = (0..3)

@@ -22,7 +22,7 @@ pub enum Effect<'e> {
     /// One pending invitation ends (cancelled or expired).
     EndInvitation(&'e str, InvitationEnd),
     /// Queue the notices that an active connection stopped: the patient, and the clinics whose
-    /// invitation it came from (docs/notifications.md#notices).
+    /// invitation it came from (docs/notifications.md#the-outbox).
     NotifyConnectionLost,
     /// Record a delivery attempt on its outbox message.
     RecordDelivery(&'e DeliveryRecord),

@@ -1,4 +1,4 @@
-//! Operators' actions on workflows (docs/operations.md#actions): replay a connection's current
+//! Operators' actions on workflows (docs/actions.md#actions): replay a connection's current
 //! step, pause and resume (a connection, a partner, everything), move a connection to failed,
 //! clear its error. Every action:
 //! - takes a checked [`Reason`] and is journaled with the operator as actor: on the connection
@@ -17,22 +17,28 @@
 //!   with its journal entry.
 //! - `actions/one.rs`: one connection's own pause, resume, fail and clear-error.
 //! - `actions/replay.rs`: run the current step now.
+//! - `actions/refetch.rs`: rewind the cursor to read a time range again.
 //! - `actions/pauses.rs`: pauses of a partner or of everything, what the claims skip, the
 //!   spread of overdue work on resume.
 //! - `actions/reason.rs`: what a reason may say.
+//! - `actions/bulk.rs`: bulk forms of the actions: a dry run's plan, its confirmed execution.
 
+mod bulk;
 mod one;
 mod pauses;
 mod reason;
+mod refetch;
 mod replay;
 
 use std::time::Duration;
 
 pub(super) use self::pauses::PauseFilter;
 pub use self::{
+    bulk::{BULK_SAMPLE, BulkAction, BulkError, BulkPlan, BulkResult, BulkSettings},
     one::ConnectionAction,
     pauses::{Pause, PauseScope, ScopeResumed},
     reason::{InvalidReason, MAX_REASON_CHARS, Reason},
+    refetch::{REFETCH_EVENT, Refetched},
     replay::{Replay, ReplayStep},
 };
 use super::{
@@ -103,6 +109,10 @@ pub enum Refusal {
     NothingToReplay,
     /// Its transfers and refreshes are paused (the connection, its partner or everything).
     Paused,
+    /// Only an `active` connection transfers (a re-fetch).
+    NotTransferring,
+    /// The connection never committed a window: its first transfer reads the backfill.
+    NotFetchedYet,
 }
 
 impl Refusal {
@@ -112,6 +122,8 @@ impl Refusal {
             Refusal::StepInFlight(_) => "step_in_flight",
             Refusal::NothingToReplay => "nothing_to_replay",
             Refusal::Paused => "paused",
+            Refusal::NotTransferring => "not_transferring",
+            Refusal::NotFetchedYet => "not_fetched_yet",
         }
     }
 
@@ -126,6 +138,10 @@ impl Refusal {
                 .to_owned(),
             Refusal::Paused => "the connection's transfers are paused (the connection, its \
                  partner or everything); resume first"
+                .to_owned(),
+            Refusal::NotTransferring => "only an active connection transfers data".to_owned(),
+            Refusal::NotFetchedYet => "the connection has not fetched anything yet: its first \
+                 transfer reads the whole backfill"
                 .to_owned(),
         }
     }

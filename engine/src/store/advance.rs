@@ -21,6 +21,7 @@ struct AdvanceRow<'a> {
     k: &'a str,
     tok: &'a str,
     thru: Option<String>,
+    since: Option<String>,
     newest: Option<String>,
     oldest: Option<String>,
     conflicting: i64,
@@ -44,6 +45,7 @@ fn advance_statement(backend: DbBackend) -> String {
             ("k", "text"),
             ("tok", "text"),
             ("thru", "timestamptz"),
+            ("since", "timestamptz"),
             ("newest", "timestamptz"),
             ("oldest", "timestamptz"),
             ("conflicting", "bigint"),
@@ -59,6 +61,9 @@ fn advance_statement(backend: DbBackend) -> String {
     format!(
         "UPDATE connections SET
             fetched_through = COALESCE(v.thru, fetched_through),
+            fetched_from = CASE WHEN v.since IS NOT NULL
+                AND (fetched_from IS NULL OR v.since < fetched_from)
+                THEN v.since ELSE fetched_from END,
             latest_data_time = CASE WHEN v.newest IS NOT NULL
                 AND (latest_data_time IS NULL OR v.newest > latest_data_time)
                 THEN v.newest ELSE latest_data_time END,
@@ -126,6 +131,7 @@ impl Store {
                     k: &r.id,
                     tok: &r.token,
                     thru: r.fetched_through.map(time),
+                    since: r.window_start.map(time),
                     newest: r.newest.map(time),
                     oldest: r.oldest.map(time),
                     conflicting: i64::try_from(r.conflicting).unwrap_or(i64::MAX),

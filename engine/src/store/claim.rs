@@ -20,7 +20,7 @@ fn skip_locked(backend: DbBackend) -> &'static str {
 impl Store {
     /// Claims up to `limit` due, unpaused connections that may transfer and whose lease is free
     /// or expired. Unpaused: neither the connection, nor its partner, nor everything
-    /// (docs/operations.md#actions); with everything paused nothing is read at all. A partner
+    /// (docs/actions.md#actions); with everything paused nothing is read at all. A partner
     /// whose circuit breaker is open gives at most its one probe.
     pub async fn claim_due(&self, limit: u64, dispatch_lease: Duration) -> Result<Vec<Claimed>> {
         let pauses = self.pause_filter().await?;
@@ -56,7 +56,7 @@ impl Store {
     /// moves `lease` ahead, so a job lost after the claim is simply due again then, and a
     /// connection is offered to one refresh job at a time across processes. The job is fenced
     /// by the version returned. Paused connections (on their own, by partner or all) are not
-    /// refreshed: their access tokens lapse while paused (docs/operations.md#pauses-and-tokens).
+    /// refreshed: their access tokens lapse while paused (docs/actions.md#pauses-and-tokens).
     pub async fn claim_due_refreshes(&self, limit: u64, lease: Duration) -> Result<Vec<Claimed>> {
         let pauses = self.pause_filter().await?;
         if pauses.all {

@@ -41,6 +41,8 @@ pub(super) struct CommitRequest {
     pub(super) conflicting: u64,
     /// `None`: the cursor stays (a re-read of older windows).
     pub(super) fetched_through: Option<DateTime<Utc>>,
+    /// The window's start (`fetched_from` keeps the earliest).
+    pub(super) window_start: Option<DateTime<Utc>>,
     /// The chunk's newest/oldest live record time.
     pub(super) newest: Option<DateTime<Utc>>,
     pub(super) oldest: Option<DateTime<Utc>>,
@@ -230,6 +232,7 @@ impl Store {
             skipped: chunk.skipped,
             conflicting: repeated,
             fetched_through,
+            window_start: chunk.window_start,
             newest,
             oldest,
             tail,

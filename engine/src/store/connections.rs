@@ -168,6 +168,7 @@ impl Store {
             last_sync_at: Set(None),
             next_sync_at: Set(None),
             fetched_through: Set(None),
+            fetched_from: Set(None),
             failing_since: Set(None),
             sync_lease_until: Set(None),
             sync_lease_token: Set(None),
@@ -462,6 +463,7 @@ pub(super) fn to_domain(row: connection::Model) -> Result<Connection> {
         last_sync_at: row.last_sync_at,
         next_sync_at: row.next_sync_at,
         fetched_through: row.fetched_through,
+        fetched_from: row.fetched_from,
         failing_since: row.failing_since,
         records_skipped: u64::try_from(row.records_skipped)
             .map_err(|_| corrupt("skipped record count"))?,

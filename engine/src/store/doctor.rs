@@ -40,6 +40,7 @@ pub enum DoctorCode {
     JournalChainBroken,
     SyncLeaseStale,
     SyncLeaseTooLong,
+    LeaseNotDue,
     PausedTransferRunning,
     InvitationPendingNotInvited,
     OutboxClaimTooLong,
@@ -65,7 +66,7 @@ impl DoctorSubject {
 
 impl DoctorCode {
     /// Every code, in the order they are checked and repaired.
-    pub const ALL: [DoctorCode; 19] = [
+    pub const ALL: [DoctorCode; 20] = [
         DoctorCode::TransferNotScheduled,
         DoctorCode::RefreshNotScheduled,
         DoctorCode::RefreshLockStale,
@@ -80,6 +81,7 @@ impl DoctorCode {
         DoctorCode::JournalChainBroken,
         DoctorCode::SyncLeaseStale,
         DoctorCode::SyncLeaseTooLong,
+        DoctorCode::LeaseNotDue,
         DoctorCode::PausedTransferRunning,
         DoctorCode::InvitationPendingNotInvited,
         DoctorCode::OutboxClaimTooLong,
@@ -103,6 +105,7 @@ impl DoctorCode {
             DoctorCode::JournalChainBroken => "journal_chain_broken",
             DoctorCode::SyncLeaseStale => "sync_lease_stale",
             DoctorCode::SyncLeaseTooLong => "sync_lease_too_long",
+            DoctorCode::LeaseNotDue => "lease_not_due",
             DoctorCode::PausedTransferRunning => "paused_transfer_running",
             DoctorCode::InvitationPendingNotInvited => "invitation_pending_not_invited",
             DoctorCode::OutboxClaimTooLong => "outbox_claim_too_long",
@@ -156,6 +159,9 @@ impl DoctorCode {
             DoctorCode::SyncLeaseTooLong => {
                 "a transfer lease ends further ahead than any writer sets one"
             }
+            DoctorCode::LeaseNotDue => {
+                "a connection holds a transfer lease but its next transfer is not due"
+            }
             DoctorCode::PausedTransferRunning => "a paused connection holds a live transfer lease",
             DoctorCode::InvitationPendingNotInvited => {
                 "a pending invitation belongs to a connection that is no longer invited"
@@ -176,7 +182,7 @@ impl DoctorCode {
     /// (docs/operations.md#doctor says why).
     pub fn repair(self) -> Option<&'static str> {
         Some(match self {
-            DoctorCode::TransferNotScheduled => "plans a transfer now",
+            DoctorCode::TransferNotScheduled | DoctorCode::LeaseNotDue => "plans a transfer now",
             DoctorCode::RefreshNotScheduled => {
                 "plans the refresh from the token's expiry, as storing it does"
             }

@@ -8,6 +8,9 @@
 //! - `authorizations.rs`: single-use OAuth `state`s.
 //! - `revocations.rs`: partner-side revocations still owed.
 //! - `alerts.rs`: operator alerts.
+//! - `coverage.rs`: which part of a range a connection fetched, what it did not and why, and
+//!   where the partner had no data.
+//! - `preview.rs`: what a window's commit would write (a re-fetch's dry run).
 //! - `breaker/`: the partners' circuit breakers (partner outages) and what claims do with them.
 //! - `actions.rs`: operators' actions: replay, pause/resume, move to failed, clear an error.
 //! - `invitations.rs`: clinician invitations; `outbox.rs`: messages transitions owe, their
@@ -30,6 +33,7 @@ mod breaker;
 mod claim;
 mod commit;
 mod connections;
+mod coverage;
 mod delivery;
 mod doctor;
 mod effects;
@@ -39,6 +43,7 @@ mod group;
 mod invitations;
 mod ops;
 mod outbox;
+mod preview;
 mod records;
 mod revocations;
 mod rows;
@@ -51,26 +56,29 @@ use std::{str::FromStr, sync::Arc, time::Duration};
 
 pub use actions::{
     Acted, ActionError, ActionSettings, CLEAR_ERROR_EVENT, ConnectionAction, FAILED_BY_OPERATOR,
-    InvalidReason, MAX_REASON_CHARS, PAUSE_EVENT, Pause, PauseScope, REPLAY_EVENT, RESUME_EVENT,
-    Reason, Refusal, Replay, ReplayStep, ScopeResumed,
+    InvalidReason, MAX_REASON_CHARS, PAUSE_EVENT, Pause, PauseScope, REFETCH_EVENT, REPLAY_EVENT,
+    RESUME_EVENT, Reason, Refetched, Refusal, Replay, ReplayStep, ScopeResumed,
 };
+pub use actions::{BULK_SAMPLE, BulkAction, BulkError, BulkPlan, BulkResult, BulkSettings};
 pub use authorizations::{AuthorizationPeek, AuthorizationRejected, ConsumedAuthorization};
 pub use breaker::{
     BreakerPass, BreakerPolicy, BreakerSettings, BreakerState, BreakerTransition, PartnerBreaker,
 };
 pub use commit::GroupStats;
 pub use connections::Applied;
+pub use coverage::{Coverage, InvalidRange, MAX_COVERAGE_DAYS, TimeSpan, TypeCoverage, Unfetched};
 pub use doctor::{
     DoctorCode, DoctorReport, DoctorSettings, DoctorSubject, Finding, REPAIR_EVENT, SAMPLE_SIZE,
 };
 pub use invitations::InvitationQuery;
 use migrations::{Migrator, MigratorTrait};
 pub use ops::{
-    ConnectionFilter, ConnectionPage, ListedConnection, MAX_LIST_PAGE, OpsSummary,
-    PartnerStateCount, QueueDepth, ReasonNotStuck, RecentRuns, StuckFilter, StuckReason,
-    StuckSettings,
+    ConnectionFilter, ConnectionPage, ListedConnection, MAX_LIST_PAGE, MAX_RUN_BUCKETS, OpsSummary,
+    PartnerStateCount, QueueDepth, ReasonNotStuck, RecentRuns, RunBucket, RunSeries, StuckFilter,
+    StuckReason, StuckSettings,
 };
 pub use outbox::{DataSynced, DeliveryAttempt, OutboxMessage, OutboxQuery, OutboxSettings};
+pub use preview::Preview;
 pub use revocations::{DueRevocation, RevocationStatus};
 pub use runs::{FetchRun, RunCounts, RunRetention, StatusTally, Statuses, Step, StepRun};
 use sea_orm::{

@@ -65,6 +65,9 @@ pub struct SkippedRecord {
 pub struct Chunk {
     pub records: Vec<MappedRecord>,
     pub skipped: Vec<SkippedRecord>,
+    /// Where the window began: the earliest ever committed is the connection's
+    /// `fetched_from` (docs/coverage.md#coverage). `None` leaves it as it is.
+    pub window_start: Option<DateTime<Utc>>,
 }
 
 impl From<Vec<MappedRecord>> for Chunk {

@@ -1,4 +1,4 @@
-//! Operators' actions (docs/operations.md#actions): each does what it says, journaled with the
+//! Operators' actions (docs/actions.md#actions): each does what it says, journaled with the
 //! operator as actor; done twice it writes once; none starts a second transfer beside a live
 //! lease or voids a refresh in flight. Here replay and the helpers; `actions/pauses.rs`: paused
 //! connections (on their own, by partner, all) are claimed neither for transfers nor for

@@ -28,6 +28,7 @@ engine::backend_tests!(
     a_revocation_without_its_token_is_abandoned,
     transfer_leases_left_behind_or_too_long_are_cleared,
     a_transfer_of_a_paused_connection_loses_its_lease,
+    a_lease_on_a_connection_not_due_is_made_due,
     a_pending_invitation_of_a_connection_no_longer_invited_is_closed,
     stuck_claimed_and_leased_messages_are_freed,
     a_webhook_held_back_by_an_earlier_one_is_not_stuck,
@@ -328,6 +329,26 @@ async fn a_transfer_of_a_paused_connection_loses_its_lease(db: &TestDb) {
     assert!(
         store.claim_due(10, LEASE).await.unwrap().is_empty(),
         "paused"
+    );
+}
+
+/// The stuck list finds held leases among the due rows: a lease on a row planned for later
+/// is a violation, and the repair makes the row due (the transfer keeps its lease).
+async fn a_lease_on_a_connection_not_due_is_made_due(db: &TestDb) {
+    let store = db.store().await;
+    let lease = leased(&store, "u").await;
+    let c = store.get(lease.connection.id).await.unwrap();
+    let row_before = row(&store, &c).await;
+    assert!(row_before.sync_lease_token.is_some());
+    let later = now() + TimeDelta::hours(1);
+    set(&store, &c, "next_sync_at = $1", vec![later.into()]).await;
+    let last = found_and_repaired(&store, C::LeaseNotDue, &c.id.to_string(), &c).await;
+    doctor_entry(&last, &c, C::LeaseNotDue);
+    let after = row(&store, &c).await;
+    assert!(after.next_sync_at.unwrap() <= now());
+    assert_eq!(
+        after.sync_lease_token, row_before.sync_lease_token,
+        "the lease stays"
     );
 }
 

@@ -15,10 +15,12 @@
 //! - `stuck.rs`: stuck reasons made by hand, the filtered list and its pages, the summary.
 //! - `doctor.rs`: the doctor finds and repairs violations made by hand (docs/operations.md).
 //! - `actions.rs`: operators' actions: replay, pauses and the claims, fail, clear an error.
+//! - `bulk.rs`: bulk actions: the dry run's plan, the confirmed call acting on it alone.
 
 mod actions;
 mod alerts;
 mod breaker;
+mod bulk;
 mod columns;
 mod credentials;
 mod doctor;

@@ -124,12 +124,14 @@ async fn one_of_each(store: &Store) -> Vec<(R, Connection)> {
     .await;
     made.push((R::ClaimWithoutJob, c));
 
+    // A worker died mid-transfer 11 minutes after its lease's last extension; it had claimed
+    // the connection when it was due (a held lease is always on a due row).
     let c = healthy(store, "leased").await;
     set(
         store,
         &c,
-        "sync_lease_token = 'tok', sync_lease_until = $1",
-        vec![ago(11).into()],
+        "sync_lease_token = 'tok', sync_lease_until = $1, next_sync_at = $2",
+        vec![ago(11).into(), ago(12).into()],
     )
     .await;
     made.push((R::LeasePastBound, c));

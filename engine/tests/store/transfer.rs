@@ -87,6 +87,7 @@ async fn concurrent_transfers_group_commit_each_to_its_own_row(db: &TestDb) {
             let chunk = Chunk {
                 records: records(i, i % 5 + 1),
                 skipped: (0..i % 2).map(|k| skipped(&format!("bad{k}"))).collect(),
+                window_start: None,
             };
             store
                 .commit_last_chunk(&mut lease, chunk, through, next, false)
@@ -284,6 +285,7 @@ async fn a_bad_record_is_counted_once_however_often_it_is_read(db: &TestDb) {
     let first = Chunk {
         records: window,
         skipped: vec![skipped("k1"), skipped("k2"), skipped("k1")],
+        window_start: None,
     };
     let stats = store
         .commit_chunk(&mut lease, first, Some(through), LEASE)
@@ -296,6 +298,7 @@ async fn a_bad_record_is_counted_once_however_often_it_is_read(db: &TestDb) {
     let again = Chunk {
         records: records(1, 2),
         skipped: vec![skipped("k1"), skipped("k3")],
+        window_start: None,
     };
     let (stats, connection) = store
         .commit_last_chunk(
@@ -337,6 +340,7 @@ async fn nul_characters_from_a_partner_are_stored_on_both_backends(db: &TestDb) 
             partner_record_id: None,
             reason: "reason with \u{0}".to_owned(),
         }],
+        window_start: None,
     };
     let now = Utc::now();
     let (stats, connection) = store

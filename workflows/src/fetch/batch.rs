@@ -4,6 +4,7 @@
 //! ids are resolved and counted by the store when it prepares the window: one place, and no
 //! second copy of every id here.)
 
+use chrono::{DateTime, Utc};
 use engine::{
     ids::ConnectionId,
     store::{Chunk, SkippedRecord},
@@ -85,13 +86,15 @@ impl<'a> WindowBatch<'a> {
 
     /// The window as a chunk to commit, with one log line per skipped record naming its kind,
     /// key and reason (never a value).
-    pub(super) fn into_chunk(self) -> Chunk {
+    /// The window's records and skips, for the window that began at `window_start`.
+    pub(super) fn into_chunk(self, window_start: DateTime<Utc>) -> Chunk {
         for s in &self.skipped {
             tracing::warn!(connection = %self.id, kind = %s.kind, record = %s.key, reason = %s.reason, "partner record skipped");
         }
         Chunk {
             records: self.records,
             skipped: self.skipped,
+            window_start: Some(window_start),
         }
     }
 }

@@ -10,11 +10,13 @@
 //! - `batch.rs`: one window's records as they arrive: mapped, checked, deduplicated.
 //! - `plausible.rs`: which record times are plausible.
 //! - `failure.rs`: failures, backoff, operator alerts, the failure budget.
+//! - `preview.rs`: a re-fetch's dry run: a range fetched and compared, nothing committed.
 
 mod batch;
 mod config;
 mod failure;
 mod plausible;
+mod preview;
 
 use std::{
     collections::VecDeque,
@@ -31,8 +33,11 @@ use engine::{
     store::{ChunkStats, SyncEnd, SyncLease},
 };
 
-pub use self::config::{RereadConfig, TransferConfig};
 use self::{batch::WindowBatch, plausible::Plausible};
+pub use self::{
+    config::{RereadConfig, TransferConfig},
+    preview::{PreviewRefused, RefetchPreview},
+};
 use crate::{
     RefreshOutcome, Workflows, adapters::FetchError, error::WorkflowError, mapping::MappingContext,
 };
@@ -190,7 +195,7 @@ impl Workflows {
                 Err(err) => return self.fetch_failed(&lease, err, &policy, &transfer).await,
             };
             failpoints.hit(failpoint::FETCH_WINDOW_RECEIVED)?;
-            let chunk = batch.into_chunk();
+            let chunk = batch.into_chunk(start);
             // The last re-read window, or a backfill's first window, records the re-read in
             // its own commit, so a run that yields later does not read the horizon again.
             let marks = std::mem::take(&mut backfill_marks) && advances

@@ -1,4 +1,4 @@
-//! A connection's own pause, resume, fail and clear-error (docs/operations.md#actions): each
+//! A connection's own pause, resume, fail and clear-error (docs/actions.md#actions): each
 //! reads the row, decides, and swaps on the condition it decided on, with its journal entry.
 
 use serde_json::json;
@@ -22,7 +22,7 @@ enum Decision<T> {
     Swap(Swap, T),
 }
 
-/// The actions on one connection that take nothing but a reason (docs/operations.md#actions).
+/// The actions on one connection that take nothing but a reason (docs/actions.md#actions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionAction {
     Pause,

@@ -1,4 +1,4 @@
-//! Pauses of a partner or of everything (docs/operations.md#actions), and what the claims skip.
+//! Pauses of a partner or of everything (docs/actions.md#actions), and what the claims skip.
 //!
 //! A pause is a row of `pauses` with its actor, reason and start; its resume stamps the row
 //! (who, when, why) and leaves it as history. At most one pause per scope is in force (a
@@ -140,7 +140,7 @@ struct SpreadRow {
 }
 
 impl Store {
-    /// The pauses in force, for a claim (docs/operations.md#actions).
+    /// The pauses in force, for a claim (docs/actions.md#actions).
     pub(in crate::store) async fn pause_filter(&self) -> Result<PauseFilter> {
         let scopes = self
             .db
@@ -285,7 +285,8 @@ impl Store {
             let mut b = Binder::default();
             let mut sql = format!(
                 "SELECT * FROM connections WHERE id > {} AND state IN {} AND paused = {} \
-                 AND (next_sync_at <= {now} OR (state = 'active' AND refresh_due_at <= {now}))",
+                 AND (next_sync_at <= {now} OR (state = 'active' AND refresh_due_at <= {now})) \
+                 AND (sync_lease_until IS NULL OR sync_lease_until < {now})",
                 b.bind(after.clone()),
                 State::transfer_guard_sql(),
                 b.bind(false),
@@ -318,6 +319,8 @@ impl Store {
             let sql = format!(
                 "UPDATE connections SET \
                    next_sync_at = CASE WHEN v.n IS NOT NULL AND connections.next_sync_at <= $2 \
+                     AND (connections.sync_lease_until IS NULL \
+                       OR connections.sync_lease_until < $2) \
                      THEN v.n ELSE connections.next_sync_at END, \
                    refresh_due_at = CASE WHEN v.r IS NOT NULL \
                      AND connections.refresh_due_at <= $2 \

@@ -1,5 +1,5 @@
 //! An operator's reason for an action: free text for the journal and the pauses table, checked
-//! before anything is written (docs/operations.md#actions). It must say why in a few words and
+//! before anything is written (docs/actions.md#actions). It must say why in a few words and
 //! must not carry what never reaches storage shown to people: a token, a secret, an address.
 
 use std::fmt;

@@ -1,5 +1,5 @@
 //! Replay: run a connection's current step now, from its persisted state
-//! (docs/operations.md#actions). What runs is decided by the state:
+//! (docs/actions.md#actions). What runs is decided by the state:
 //! - `active`: its transfer is made due now, and a transfer lease left behind (expired, or a
 //!   token without an expiry) is cleared so the dispatcher claims it at its next pass. A live
 //!   lease (a claimed or running transfer) is refused with `step_in_flight`: a second transfer

@@ -82,7 +82,7 @@ pub struct BreakerSettings {
     /// By partner name.
     pub partners: HashMap<String, BreakerPolicy>,
     /// On close, the partner's overdue transfers and refreshes are spread over this window
-    /// (as on a partner's resume, docs/operations.md#resume-spread).
+    /// (as on a partner's resume, docs/actions.md#resume-spread).
     pub resume_spread: Duration,
 }
 

@@ -112,6 +112,14 @@ pub(in crate::store) fn connection_predicate(
             "connections.sync_lease_until > {}",
             b.bind(k.sync_lease_max)
         ),
+        // Every writer keeps a held lease on a due row (docs/operations.md#connection-list):
+        // the stuck list finds leases among the due rows only.
+        DoctorCode::LeaseNotDue => format!(
+            "connections.state IN {t} \
+             AND (connections.sync_lease_until IS NOT NULL OR connections.sync_lease_token IS NOT NULL) \
+             AND (connections.next_sync_at IS NULL OR connections.next_sync_at > {})",
+            b.bind(k.now)
+        ),
         DoctorCode::PausedTransferRunning => format!(
             "connections.paused = {} AND connections.sync_lease_token IS NOT NULL \
              AND connections.sync_lease_until >= {}",

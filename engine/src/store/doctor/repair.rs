@@ -117,6 +117,7 @@ impl Store {
                 }
             }
             DoctorCode::TransferNotScheduled
+            | DoctorCode::LeaseNotDue
             | DoctorCode::RefreshNotScheduled
             | DoctorCode::StaleSchedule
             | DoctorCode::SyncLeaseStale
@@ -124,7 +125,7 @@ impl Store {
             | DoctorCode::PausedTransferRunning => {
                 for row in self.violating(code, &bounds, batch).await? {
                     let sets: Vec<Assignment> = match code {
-                        DoctorCode::TransferNotScheduled => {
+                        DoctorCode::TransferNotScheduled | DoctorCode::LeaseNotDue => {
                             vec![("next_sync_at", Some(now.into()))]
                         }
                         DoctorCode::RefreshNotScheduled => {

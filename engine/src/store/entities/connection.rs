@@ -29,6 +29,8 @@ pub struct Model {
     pub next_sync_at: Option<DateTimeUtc>,
     /// End of the last completely fetched window (the transfer cursor).
     pub fetched_through: Option<DateTimeUtc>,
+    /// Start of the earliest window ever committed (docs/coverage.md#coverage).
+    pub fetched_from: Option<DateTimeUtc>,
     /// Start of the current streak of failed transfers (the failure budget runs from here).
     pub failing_since: Option<DateTimeUtc>,
     /// While in the future, a dispatcher or worker holds the connection's transfer.

@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-/// A pause of a whole partner or of everything (docs/operations.md#actions): in force while
+/// A pause of a whole partner or of everything (docs/actions.md#actions): in force while
 /// `resumed_at` is `NULL`, kept afterwards as the record of who paused and resumed, and why.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "pauses")]

@@ -4,10 +4,12 @@
 //!   where the condition is the doctor's).
 //! - `list.rs`: [`ConnectionFilter`] and the keyset-paged list with each row's stuck reasons.
 //! - `summary.rs`: [`OpsSummary`], aggregate counts of the whole fleet.
+//! - `console_series.rs`: [`RunSeries`], step runs per partner over time (the console's charts).
 //!
 //! A stuck reason about a lost job looks into the job queue's table (the connections live
 //! fetch jobs name); a database whose queue was never set up has no live job at all.
 
+mod console_series;
 mod list;
 mod stuck;
 mod summary;
@@ -17,6 +19,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use self::stuck::StuckBounds;
 pub use self::{
+    console_series::{MAX_RUN_BUCKETS, RunBucket, RunSeries},
     list::{
         ConnectionFilter, ConnectionPage, ListedConnection, MAX_LIST_PAGE, ReasonNotStuck,
         StuckFilter,

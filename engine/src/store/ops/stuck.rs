@@ -130,6 +130,7 @@ fn delta(d: Duration) -> TimeDelta {
 
 /// The times the predicates compare with, and the connections live fetch jobs name.
 pub(in crate::store) struct StuckBounds {
+    now: DateTime<Utc>,
     doctor: Bounds,
     authorized_before: DateTime<Utc>,
     pub(super) overdue_before: DateTime<Utc>,
@@ -153,6 +154,7 @@ impl StuckBounds {
     ) -> Self {
         let grace = delta(s.doctor.grace);
         Self {
+            now,
             doctor: Bounds::new(now, &s.doctor),
             authorized_before: now - delta(s.authorization_lifetime) - grace,
             overdue_before: now - delta(s.overdue_after),
@@ -194,13 +196,15 @@ pub(in crate::store) fn predicate(reason: StuckReason, b: &mut Binder, k: &Stuck
                 ),
                 _ => format!("connections.id NOT IN (SELECT value FROM json_each({ids}))"),
             };
+            let due = due_now(b, k);
             format!(
-                "connections.sync_lease_token IS NULL AND connections.sync_lease_until < {before} \
-                 AND {not_live}"
+                "{due} AND connections.sync_lease_token IS NULL \
+                 AND connections.sync_lease_until < {before} AND {not_live}"
             )
         }
         StuckReason::LeasePastBound => format!(
-            "(({}) OR ({}))",
+            "{} AND (({}) OR ({}))",
+            due_now(b, k),
             doctor(DoctorCode::SyncLeaseStale, b),
             doctor(DoctorCode::SyncLeaseTooLong, b)
         ),
@@ -218,6 +222,15 @@ pub(in crate::store) fn predicate(reason: StuckReason, b: &mut Binder, k: &Stuck
     }
 }
 
+/// Due now: true of every row holding a transfer lease or claim, because a claim takes only a
+/// due connection and nothing moves `next_sync_at` ahead while a lease is held (the run's
+/// end does both at once; a resume's spread skips leased rows). The lease columns have no
+/// index; `next_sync_at` has, and the due rows are few: the lease reasons read those only
+/// (docs/operations.md#connection-list). The doctor's lease checks read every row.
+pub(super) fn due_now(b: &mut Binder, k: &StuckBounds) -> String {
+    format!("connections.next_sync_at <= {}", b.bind(k.now))
+}
+
 /// Due before `before`, may transfer, not paused: the overdue transfers (the stuck reason and
 /// the summary's count).
 pub(super) fn overdue(b: &mut Binder, k: &StuckBounds, before: DateTime<Utc>) -> String {
@@ -230,7 +243,7 @@ pub(super) fn overdue(b: &mut Binder, k: &StuckBounds, before: DateTime<Utc>) ->
 }
 
 /// Not paused: neither the connection, nor its partner, nor everything (as the claims read
-/// the pauses, docs/operations.md#actions).
+/// the pauses, docs/actions.md#actions).
 pub(super) fn unpaused(b: &mut Binder, k: &StuckBounds) -> String {
     if k.pauses.all {
         return "1 = 0".to_owned();

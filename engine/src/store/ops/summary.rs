@@ -181,9 +181,9 @@ impl Store {
         Ok(())
     }
 
-    /// Live leases and claims, and the connections of each stuck reason and of any: one scan
-    /// for the rows holding a lease (their columns have no index), one index range per other
-    /// reason, in one statement.
+    /// Live leases and claims, and the connections of each stuck reason and of any: the rows
+    /// holding a lease read among the due ones (their own columns have no index), one index
+    /// range per other reason, in one statement.
     async fn count_stuck(&self, summary: &mut OpsSummary, k: &StuckBounds) -> Result<()> {
         let backend = self.db.get_database_backend();
         let mut b = Binder::default();
@@ -215,8 +215,11 @@ impl Store {
                 ));
             }
         }
+        // Held leases are on due rows only (`stuck::due_now`): the `next_sync_at` index.
+        let due = stuck::due_now(&mut b, k);
         let sql = format!(
-            "WITH leased AS MATERIALIZED (SELECT {leased} FROM connections WHERE {lease}), \
+            "WITH leased AS MATERIALIZED (SELECT {leased} FROM connections \
+             WHERE {due} AND {lease}), \
              hits AS MATERIALIZED ({hits}) \
              SELECT r AS k, COUNT(*) AS n FROM hits GROUP BY r \
              UNION ALL SELECT -1, COUNT(DISTINCT id) FROM hits \

@@ -1,4 +1,4 @@
-//! Moving a connection to failed, clearing an error (docs/operations.md#actions): the table's
+//! Moving a connection to failed, clearing an error (docs/actions.md#actions): the table's
 //! own transition with the operator as actor, and each written once.
 
 use chrono::TimeDelta;

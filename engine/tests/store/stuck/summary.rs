@@ -38,7 +38,8 @@ async fn the_summary_counts_the_fleet(db: &TestDb) {
     let store = db.store().await;
     let pump = PartnerName::parse("sandbox-pump").unwrap();
     // One running (claimed and started first: the claim takes every due connection), two due
-    // now (one of them overdue by 40 minutes), one paused, one claimed.
+    // now (one of them overdue by 40 minutes), one paused, one claimed. The running and the
+    // claimed one are due too: a transfer in flight is on a due row until it ends.
     let running = leased(&store, "running").await;
     let due = active(&store, "due", "a", "r").await;
     let overdue = active(&store, "overdue", "a", "r").await;
@@ -46,18 +47,19 @@ async fn the_summary_counts_the_fleet(db: &TestDb) {
     let paused = healthy(&store, "paused").await;
     set(&store, &paused, "paused = $1", vec![true.into()]).await;
     let claimed = healthy(&store, "claimed").await;
+    // Claimed while due, as every claim is (a held lease is always on a due row).
     set(
         &store,
         &claimed,
-        "sync_lease_until = $1",
-        vec![(now() + TimeDelta::seconds(115)).into()],
+        "sync_lease_until = $1, next_sync_at = $2",
+        vec![(now() + TimeDelta::seconds(115)).into(), ago(1).into()],
     )
     .await;
     set(
         &store,
         &running.connection,
-        "next_sync_at = $1, last_error_code = 'rate_limited'",
-        vec![(now() + TimeDelta::hours(1)).into()],
+        "last_error_code = 'rate_limited'",
+        vec![],
     )
     .await;
     let (opened, _) = store
@@ -89,7 +91,7 @@ async fn the_summary_counts_the_fleet(db: &TestDb) {
         ]
     );
     assert_eq!(summary.paused, 1);
-    assert_eq!((summary.due_now, summary.overdue), (2, 1));
+    assert_eq!((summary.due_now, summary.overdue), (4, 1));
     let late = summary.oldest_due.unwrap().as_secs();
     assert!((40 * 60 - 5..=40 * 60 + 60).contains(&late), "{late}");
     assert_eq!((summary.in_flight, summary.claimed), (1, 1));
