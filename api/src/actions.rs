@@ -4,7 +4,7 @@
 //! `{"reason": "…"}` (checked: 422 `invalid_reason`), is journaled with the caller as actor, and
 //! is idempotent: asked again it answers `changed: false` and writes nothing.
 
-mod json;
+pub(crate) mod json;
 
 use engine::{
     ids::PartnerName,

@@ -44,3 +44,34 @@ pub fn runs_json(runs: Vec<(i64, StepRun)>) -> Value {
 pub fn coverage_json(coverage: Coverage) -> Value {
     json(CoverageJson::from(coverage))
 }
+
+/// As `POST /v1/ops/connections/{id}/replay` answers it.
+pub fn replay_json(replay: engine::store::Replay) -> Value {
+    json(crate::actions::json::ReplayJson::from(replay))
+}
+
+/// As the connection actions (`pause`, `resume`, `fail`, `clear-error`) answer.
+pub fn acted_json(acted: engine::store::Acted) -> Value {
+    json(crate::actions::json::ActedJson::from(acted))
+}
+
+/// As a pause of a partner or of everything answers.
+pub fn paused_json(pause: engine::store::Pause, changed: bool) -> Value {
+    json(crate::actions::json::PausedJson {
+        changed,
+        pause: pause.into(),
+    })
+}
+
+/// As a resume of a partner or of everything answers.
+pub fn resumed_json(resumed: engine::store::ScopeResumed) -> Value {
+    json(crate::actions::json::ResumedJson::from(resumed))
+}
+
+/// As `GET /v1/ops/pauses` answers it.
+pub fn pauses_json(pauses: Vec<engine::store::Pause>, paused_connections: u64) -> Value {
+    json(crate::actions::json::PausesJson {
+        pauses: pauses.into_iter().map(Into::into).collect(),
+        paused_connections,
+    })
+}

@@ -60,7 +60,10 @@ mod runs;
 mod security;
 
 pub use bulk::{plan_json as bulk_plan_json, result_json as bulk_result_json};
-pub use cli_json::{connection_json, coverage_json, journal_json, runs_json};
+pub use cli_json::{
+    acted_json, connection_json, coverage_json, journal_json, paused_json, pauses_json,
+    replay_json, resumed_json, runs_json,
+};
 pub use fleet::{
     decode_cursor as decode_fleet_cursor, encode_cursor as encode_fleet_cursor,
     page_json as fleet_page_json, summary_json as fleet_summary_json,

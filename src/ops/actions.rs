@@ -1,7 +1,8 @@
 //! `tributary ops replay|pause|resume|fail|clear-error|pauses`: the operators' actions
-//! (docs/actions.md#actions) straight against the database, as the API does them: the same
-//! store methods, the same checked reason, the operator (`--operator`, default `$USER`, else
-//! `cli`) as actor. Exit 0 when done or already so, 1 when refused or on any other failure,
+//! (docs/actions.md#actions) straight against the database, as the API does them (the same
+//! store methods, the same checked reason, the operator: `--operator`, default `$USER`, else
+//! `cli`, as actor), or through a running server's API (`--server`, `--token`: the token's
+//! subject is the actor). Both print from the API's JSON answer, so they read the same. Exit 0 when done or already so, 1 when refused or on any other failure,
 //! 2 for a usage or configuration error (a bad reason is refused before the database is
 //! opened).
 
@@ -15,6 +16,8 @@ use engine::{
     model::Actor,
     store::{ActionSettings, PauseScope, Reason},
 };
+
+use serde_json::{Value, json};
 
 use crate::config::{CliOverrides, Config, LogConfig};
 
@@ -45,10 +48,10 @@ pub enum ActionCommand {
 /// Where and as whom.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// Database URL (overrides database.url).
-    #[arg(long, value_name = "URL")]
-    pub database_url: Option<String>,
-    /// The operator the journal names (`ops:<NAME>`); default $USER, else `cli`.
+    #[command(flatten)]
+    pub source: super::remote::Source,
+    /// The operator the journal names (`ops:<NAME>`; against the database: through a server,
+    /// the token's subject); default $USER, else `cli`.
     #[arg(long, value_name = "NAME", value_parser = super::parse_operator)]
     pub operator: Option<String>,
 }
@@ -137,28 +140,62 @@ pub fn run(
         ActionCommand::Pause(a) | ActionCommand::Resume(a) => &a.target,
         ActionCommand::Pauses(t) => t,
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    if let Some(remote) = super::remote::Remote::of(&target.source)? {
+        let what = Said::of(&command);
+        let answer = runtime.block_on(ask(&remote, command))?;
+        println!("{}", said(what, &answer));
+        return Ok(());
+    }
     let config = Config::load(
         file,
         CliOverrides {
-            database_url: target.database_url.clone(),
+            database_url: target.source.database_url.clone(),
             ..CliOverrides::default()
         },
     )?;
     init_logging(&config.log)?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(act(config, command))
+    runtime.block_on(act(config, command))
 }
 
 async fn act(config: Config, command: ActionCommand) -> anyhow::Result<()> {
     let (store, workflow) = super::open_store(&config).await?;
     let settings = workflow.actions();
+    let what = Said::of(&command);
     let outcome = perform(&store, command, &settings).await;
     store.close().await;
-    println!("{}", outcome?);
+    println!("{}", said(what, &outcome?));
     Ok(())
+}
+
+/// The same action through the API.
+async fn ask(remote: &super::remote::Remote, command: ActionCommand) -> anyhow::Result<Value> {
+    let body = |reason: &Reason| json!({ "reason": reason.as_str() });
+    let scope = |a: &ScopeAction, verb: &str| match (&a.id, &a.partner) {
+        (Some(id), _) => format!("/v1/ops/connections/{id}/{verb}"),
+        (None, Some(partner)) => format!("/v1/ops/partners/{partner}/{verb}"),
+        (None, None) => format!("/v1/ops/{verb}"),
+    };
+    match command {
+        ActionCommand::Replay(a) => {
+            let path = format!("/v1/ops/connections/{}/replay", a.id);
+            remote.post(&path, &body(&a.reason)).await
+        }
+        ActionCommand::Fail(a) => {
+            let path = format!("/v1/ops/connections/{}/fail", a.id);
+            remote.post(&path, &body(&a.reason)).await
+        }
+        ActionCommand::ClearError(a) => {
+            let path = format!("/v1/ops/connections/{}/clear-error", a.id);
+            remote.post(&path, &body(&a.reason)).await
+        }
+        ActionCommand::Pause(a) => remote.post(&scope(&a, "pause"), &body(&a.reason)).await,
+        ActionCommand::Resume(a) => remote.post(&scope(&a, "resume"), &body(&a.reason)).await,
+        ActionCommand::Pauses(_) => remote.get("/v1/ops/pauses").await,
+    }
 }
 
 pub(super) fn operator(target: &Target) -> Actor {
@@ -185,73 +222,135 @@ fn unchanged(changed: bool) -> &'static str {
     }
 }
 
-/// Performs the action; what to print.
+/// What an answer is about, for [`said`].
+#[derive(Debug, Clone)]
+enum Said {
+    Replay(ConnectionId),
+    Failed(ConnectionId),
+    Cleared(ConnectionId),
+    Paused(Option<ConnectionId>),
+    Resumed(Option<ConnectionId>, String),
+    Pauses,
+}
+
+impl Said {
+    fn of(command: &ActionCommand) -> Self {
+        let key = |a: &ScopeAction| {
+            a.partner
+                .clone()
+                .map_or(PauseScope::All, PauseScope::Partner)
+                .key()
+        };
+        match command {
+            ActionCommand::Replay(a) => Said::Replay(a.id),
+            ActionCommand::Fail(a) => Said::Failed(a.id),
+            ActionCommand::ClearError(a) => Said::Cleared(a.id),
+            ActionCommand::Pause(a) => Said::Paused(a.id),
+            ActionCommand::Resume(a) => Said::Resumed(a.id, key(a)),
+            ActionCommand::Pauses(_) => Said::Pauses,
+        }
+    }
+}
+
+/// The answer (the API's JSON) for people.
+fn said(what: Said, a: &Value) -> String {
+    let changed = a["changed"] == true;
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+    match what {
+        Said::Replay(id) => format!(
+            "replay {id}: {} due at {}{}{}",
+            text(&a["step"]),
+            text(&a["dueAt"]),
+            if a["leaseCleared"] == true {
+                " (a transfer lease left behind was cleared)"
+            } else {
+                ""
+            },
+            unchanged(changed),
+        ),
+        Said::Failed(id) => format!("connection {id} is failed{}", unchanged(changed)),
+        Said::Cleared(id) => format!(
+            "connection {id}: error and failure streak cleared{}",
+            unchanged(changed)
+        ),
+        Said::Paused(Some(id)) => format!(
+            "connection {id} is paused{}{}",
+            if a["transferStopped"] == true {
+                " (its running transfer stops at its next write)"
+            } else {
+                ""
+            },
+            unchanged(changed)
+        ),
+        Said::Paused(None) => format!(
+            "{} is paused since {} by {}{}",
+            text(&a["pause"]["scope"]),
+            text(&a["pause"]["since"]),
+            text(&a["pause"]["actor"]),
+            unchanged(changed)
+        ),
+        Said::Resumed(Some(id), _) => {
+            format!("connection {id} is resumed{}", unchanged(changed))
+        }
+        Said::Resumed(None, scope) => format!(
+            "{scope} is resumed: {} connection(s) with overdue work spread over the resume \
+             window (workers.resume_spread_secs){}",
+            a["rescheduled"],
+            unchanged(changed)
+        ),
+        Said::Pauses => {
+            let pauses: Vec<&Value> = a["pauses"].as_array().into_iter().flatten().collect();
+            let mut out = format!(
+                "{} pause(s) in force; {} connection(s) paused on their own",
+                pauses.len(),
+                a["pausedConnections"]
+            );
+            for p in pauses {
+                out.push_str(&format!(
+                    "\n{:<40} since {} by {}: {}",
+                    text(&p["scope"]),
+                    text(&p["since"]),
+                    text(&p["actor"]),
+                    text(&p["reason"])
+                ));
+            }
+            out
+        }
+    }
+}
+
+/// Performs the action against the database; the API's JSON answer.
 async fn perform(
     store: &Store,
     command: ActionCommand,
     settings: &ActionSettings,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Value> {
     Ok(match command {
-        ActionCommand::Replay(a) => {
-            let r = store
+        ActionCommand::Replay(a) => api::replay_json(
+            store
                 .replay(a.id, &operator(&a.target), &a.reason, settings)
-                .await?;
-            format!(
-                "replay {}: {} due at {}{}{}",
-                a.id,
-                r.step.as_str(),
-                r.due_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                if r.lease_cleared {
-                    " (a transfer lease left behind was cleared)"
-                } else {
-                    ""
-                },
-                unchanged(r.changed),
-            )
-        }
-        ActionCommand::Fail(a) => {
-            let done = store
+                .await?,
+        ),
+        ActionCommand::Fail(a) => api::acted_json(
+            store
                 .fail_by_operator(a.id, &operator(&a.target), &a.reason)
-                .await?;
-            format!("connection {} is failed{}", a.id, unchanged(done.changed))
-        }
-        ActionCommand::ClearError(a) => {
-            let done = store
+                .await?,
+        ),
+        ActionCommand::ClearError(a) => api::acted_json(
+            store
                 .clear_error(a.id, &operator(&a.target), &a.reason)
-                .await?;
-            format!(
-                "connection {}: error and failure streak cleared{}",
-                a.id,
-                unchanged(done.changed)
-            )
-        }
+                .await?,
+        ),
         ActionCommand::Pause(a) => {
             let actor = operator(&a.target);
             match (a.id, a.partner) {
                 (Some(id), _) => {
-                    let done = store.pause_connection(id, &actor, &a.reason).await?;
-                    format!(
-                        "connection {id} is paused{}{}",
-                        if done.transfer_stopped {
-                            " (its running transfer stops at its next write)"
-                        } else {
-                            ""
-                        },
-                        unchanged(done.changed)
-                    )
+                    api::acted_json(store.pause_connection(id, &actor, &a.reason).await?)
                 }
                 (None, partner) => {
                     let scope = partner.map_or(PauseScope::All, PauseScope::Partner);
                     let (pause, changed) = store.pause(&scope, &actor, &a.reason).await?;
-                    format!(
-                        "{} is paused since {} by {}{}",
-                        pause.scope.key(),
-                        pause
-                            .since
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        pause.actor,
-                        unchanged(changed)
-                    )
+                    api::paused_json(pause, changed)
                 }
             }
         }
@@ -259,41 +358,20 @@ async fn perform(
             let actor = operator(&a.target);
             match (a.id, a.partner) {
                 (Some(id), _) => {
-                    let done = store.resume_connection(id, &actor, &a.reason).await?;
-                    format!("connection {id} is resumed{}", unchanged(done.changed))
+                    api::acted_json(store.resume_connection(id, &actor, &a.reason).await?)
                 }
                 (None, partner) => {
                     let scope = partner.map_or(PauseScope::All, PauseScope::Partner);
-                    let done = store
-                        .resume(&scope, &actor, &a.reason, settings.resume_spread)
-                        .await?;
-                    format!(
-                        "{} is resumed: {} connection(s) with overdue work spread over {} s{}",
-                        scope.key(),
-                        done.rescheduled,
-                        settings.resume_spread.as_secs(),
-                        unchanged(done.changed)
+                    api::resumed_json(
+                        store
+                            .resume(&scope, &actor, &a.reason, settings.resume_spread)
+                            .await?,
                     )
                 }
             }
         }
         ActionCommand::Pauses(_) => {
-            let pauses = store.pauses().await?;
-            let mut out = format!(
-                "{} pause(s) in force; {} connection(s) paused on their own",
-                pauses.len(),
-                store.paused_connections().await?
-            );
-            for p in pauses {
-                out.push_str(&format!(
-                    "\n{:<40} since {} by {}: {}",
-                    p.scope.key(),
-                    p.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    p.actor,
-                    p.reason
-                ));
-            }
-            out
+            api::pauses_json(store.pauses().await?, store.paused_connections().await?)
         }
     })
 }

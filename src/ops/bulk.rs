@@ -121,10 +121,14 @@ pub fn run(
         error: f.error.clone(),
         stuck: StuckFilter::from_parts(f.stuck, f.stuck_reason)?,
     };
+    anyhow::ensure!(
+        args.target.source.server.is_none(),
+        "ops bulk runs against the database only; through a server, use POST /v1/ops/bulk/{{action}}"
+    );
     let config = Config::load(
         file,
         CliOverrides {
-            database_url: args.target.database_url.clone(),
+            database_url: args.target.source.database_url.clone(),
             ..CliOverrides::default()
         },
     )?;
@@ -206,7 +210,7 @@ fn confirm_command(file: Option<&Path>, args: &BulkArgs, plan: &BulkPlan) -> Str
         plan.token,
         quoted(args.reason.as_str())
     ));
-    if let Some(url) = &args.target.database_url {
+    if let Some(url) = &args.target.source.database_url {
         // A URL with a password is not repeated on the terminal.
         let redacted = crate::serve::redact_url(url);
         if redacted == *url {

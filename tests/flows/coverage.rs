@@ -287,6 +287,25 @@ async fn the_cli_shows_and_refetches_through_the_server(db: &TestDb) {
     .await;
     assert!(ok, "{err}");
     assert!(out.contains("cursor rewound"), "{out}");
+    // An action through the server: the token's subject is the actor.
+    let (ok, out, err) = cli(server(words(&format!(
+        "ops pause {id} --reason maintenance"
+    ))))
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("connection {id} is paused")), "{out}");
+    let events = h.app.events(&id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "ops_pause" && e["actor"] == "ops:olga"),
+        "{events:?}"
+    );
+    let (ok, out, _) = cli(server(words("ops pauses"))).await;
+    assert!(
+        ok && out.contains("1 connection(s) paused on their own"),
+        "{out}"
+    );
     // Refused by the server: its code, and a failure exit.
     let (ok, _, err) = cli(server(words(&format!(
         "ops refetch {id} --start 2026-03-09T00:00:00Z --end 2026-03-01T00:00:00Z --reason x"
