@@ -75,3 +75,8 @@ pub fn pauses_json(pauses: Vec<engine::store::Pause>, paused_connections: u64) -
         paused_connections,
     })
 }
+
+/// As `GET /v1/ops/doctor` (and its repair) answers it.
+pub fn doctor_json(report: engine::store::DoctorReport) -> Value {
+    json(crate::doctor::DoctorReportJson::from(report))
+}

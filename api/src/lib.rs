@@ -61,8 +61,8 @@ mod security;
 
 pub use bulk::{plan_json as bulk_plan_json, result_json as bulk_result_json};
 pub use cli_json::{
-    acted_json, connection_json, coverage_json, journal_json, paused_json, pauses_json,
-    replay_json, resumed_json, runs_json,
+    acted_json, connection_json, coverage_json, doctor_json, journal_json, paused_json,
+    pauses_json, replay_json, resumed_json, runs_json,
 };
 pub use fleet::{
     decode_cursor as decode_fleet_cursor, encode_cursor as encode_fleet_cursor,

@@ -1,6 +1,6 @@
 //! `tributary ops bulk <action> [filters…] --reason R (--dry-run | --confirm TOKEN) [--json]`:
 //! a bulk action (docs/actions.md#bulk-actions) straight against the database, as `POST
-//! /v1/ops/bulk/{action}` does it. The dry run prints how many connections match, a sample,
+//! /v1/ops/bulk/{action}` does it, or through a running server's that endpoint (`--server`). The dry run prints how many connections match, a sample,
 //! and the confirmation token with the command that confirms it; the confirmation acts on
 //! exactly the connections the dry run stored. Exit 0 when the dry run is stored or every
 //! member was acted on or already so, 1 when some member was refused or the call failed (an
@@ -14,11 +14,15 @@ use clap::{ArgGroup, Args};
 use engine::{
     ids::{PartnerName, UserId},
     state::State,
-    store::{BulkAction, BulkPlan, BulkResult, BulkSettings, ConnectionFilter, Reason},
+    store::{BulkAction, BulkSettings, ConnectionFilter, Reason},
     store::{StuckFilter, StuckReason},
 };
+use serde_json::{Value, json};
 
-use super::actions::{ReasonParser, Target};
+use super::{
+    actions::{ReasonParser, Target},
+    remote::Remote,
+};
 use crate::config::{CliOverrides, Config, LogConfig};
 
 /// Flags of `ops bulk`.
@@ -112,82 +116,100 @@ pub fn run(
     args: BulkArgs,
     init_logging: fn(&LogConfig) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let f = &args.filter;
-    let filter = ConnectionFilter {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let answer = if let Some(remote) = Remote::of(&args.target.source)? {
+        let path = format!("/v1/ops/bulk/{}", args.action);
+        runtime.block_on(remote.post(&path, &request_body(&args)))?
+    } else {
+        let filter = filter_of(&args.filter)?;
+        let config = Config::load(
+            file,
+            CliOverrides {
+                database_url: args.target.source.database_url.clone(),
+                ..CliOverrides::default()
+            },
+        )?;
+        init_logging(&config.log)?;
+        runtime.block_on(local(&config, &args, &filter))?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if let Some(token) = answer["confirmationToken"].as_str() {
+        print!(
+            "{}",
+            plan_text(&answer, &confirm_command(file, &args, token))
+        );
+    } else {
+        print!("{}", result_text(args.action, &answer));
+    }
+    match answer["refused"].as_u64() {
+        Some(refused) if refused > 0 => Err(SomeRefused(refused).into()),
+        _ => Ok(()),
+    }
+}
+
+fn filter_of(f: &FilterArgs) -> anyhow::Result<ConnectionFilter> {
+    Ok(ConnectionFilter {
         state: f.state,
         partner: f.partner.clone(),
         user: f.user.clone(),
         paused: f.paused,
         error: f.error.clone(),
         stuck: StuckFilter::from_parts(f.stuck, f.stuck_reason)?,
-    };
-    anyhow::ensure!(
-        args.target.source.server.is_none(),
-        "ops bulk runs against the database only; through a server, use POST /v1/ops/bulk/{{action}}"
-    );
-    let config = Config::load(
-        file,
-        CliOverrides {
-            database_url: args.target.source.database_url.clone(),
-            ..CliOverrides::default()
-        },
-    )?;
-    init_logging(&config.log)?;
-    let url = crate::serve::redact_url(&config.database.url);
-    let actor = super::actions::operator(&args.target);
-    let answer = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(async {
-            let (store, workflow) = super::open_store(&config).await?;
-            let settings = BulkSettings {
-                stuck: workflow.stuck(),
-                actions: workflow.actions(),
-                ..BulkSettings::default()
-            };
-            let answer = match &args.confirm {
-                Some(token) => store
-                    .execute_bulk(token, args.action, &actor, Some(&args.reason), &settings)
-                    .await
-                    .map(Answer::Result),
-                None => store
-                    .plan_bulk(args.action, &filter, &args.reason, &actor, &settings)
-                    .await
-                    .map(Answer::Plan),
-            };
-            store.close().await;
-            answer.with_context(|| format!("bulk {} on {url}", args.action))
-        })?;
-    match answer {
-        Answer::Plan(plan) if args.json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&api::bulk_plan_json(plan))?
-            );
-        }
-        Answer::Plan(plan) => print!("{}", plan_text(&plan, &confirm_command(file, &args, &plan))),
-        Answer::Result(result) => {
-            let refused = result.refused;
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&api::bulk_result_json(result))?
-                );
-            } else {
-                print!("{}", result_text(args.action, &result));
-            }
-            if refused > 0 {
-                return Err(SomeRefused(refused).into());
-            }
-        }
-    }
-    Ok(())
+    })
 }
 
-enum Answer {
-    Plan(BulkPlan),
-    Result(BulkResult),
+/// The body of `POST /v1/ops/bulk/{action}` for this run: a dry run with the filters, or a
+/// confirmation with its token.
+fn request_body(args: &BulkArgs) -> Value {
+    if let Some(token) = &args.confirm {
+        return json!({"confirmationToken": token, "reason": args.reason.as_str()});
+    }
+    let f = &args.filter;
+    json!({
+        "filter": {
+            "state": f.state.map(|s| s.as_str()),
+            "partner": f.partner.as_ref().map(|p| p.as_str()),
+            "user": f.user.as_ref().map(|u| u.as_str()),
+            "paused": f.paused,
+            "error": f.error,
+            "stuck": f.stuck,
+            "reason": f.stuck_reason.map(|r| r.as_str()),
+        },
+        "reason": args.reason.as_str(),
+        "dryRun": true,
+    })
+}
+
+/// The bulk action against the database, answered as the API would.
+async fn local(
+    config: &Config,
+    args: &BulkArgs,
+    filter: &ConnectionFilter,
+) -> anyhow::Result<Value> {
+    let url = crate::serve::redact_url(&config.database.url);
+    let actor = super::actions::operator(&args.target);
+    let (store, workflow) = super::open_store(config).await?;
+    let settings = BulkSettings {
+        stuck: workflow.stuck(),
+        actions: workflow.actions(),
+        ..BulkSettings::default()
+    };
+    let answer = match &args.confirm {
+        Some(token) => store
+            .execute_bulk(token, args.action, &actor, Some(&args.reason), &settings)
+            .await
+            .map(api::bulk_result_json),
+        None => store
+            .plan_bulk(args.action, filter, &args.reason, &actor, &settings)
+            .await
+            .map(api::bulk_plan_json),
+    };
+    store.close().await;
+    answer.with_context(|| format!("bulk {} on {url}", args.action))
 }
 
 /// `text` quoted for a POSIX shell.
@@ -195,8 +217,9 @@ fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// The command that confirms `plan`, with the flags this run was given where they matter.
-fn confirm_command(file: Option<&Path>, args: &BulkArgs, plan: &BulkPlan) -> String {
+/// The command that confirms the dry run that answered `token`, with the flags this run was
+/// given where they matter (never a password or a bearer token).
+fn confirm_command(file: Option<&Path>, args: &BulkArgs, token: &str) -> String {
     let mut command = "tributary".to_owned();
     if let Some(file) = file {
         command.push_str(&format!(
@@ -205,12 +228,18 @@ fn confirm_command(file: Option<&Path>, args: &BulkArgs, plan: &BulkPlan) -> Str
         ));
     }
     command.push_str(&format!(
-        " ops bulk {} --confirm {} --reason {}",
-        plan.action,
-        plan.token,
+        " ops bulk {} --confirm {token} --reason {}",
+        args.action,
         quoted(args.reason.as_str())
     ));
-    if let Some(url) = &args.target.source.database_url {
+    let source = &args.target.source;
+    if let Some(server) = &source.server {
+        command.push_str(&format!(" --server {}", quoted(server.as_str())));
+        if std::env::var_os("TRIBUTARY_OPS_TOKEN").is_none() {
+            command.push_str(" --token <the same token>");
+        }
+    }
+    if let Some(url) = &source.database_url {
         // A URL with a password is not repeated on the terminal.
         let redacted = crate::serve::redact_url(url);
         if redacted == *url {
@@ -219,57 +248,70 @@ fn confirm_command(file: Option<&Path>, args: &BulkArgs, plan: &BulkPlan) -> Str
             command.push_str(" --database-url <the same URL>");
         }
     }
-    if let Some(operator) = &args.target.operator {
+    if let (Some(operator), None) = (&args.target.operator, &source.server) {
         command.push_str(&format!(" --operator {operator}"));
     }
     command
 }
 
-/// A dry run for people: the count, the sample and how to confirm.
-pub fn plan_text(plan: &BulkPlan, confirm: &str) -> String {
-    let mut out = format!(
-        "bulk {} dry run: {} connection(s) match; nothing was done\n",
-        plan.action, plan.count
-    );
-    if plan.count == 0 {
+fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or("")
+}
+
+/// A dry run (the API's `BulkPlan`) for people: the count, the sample and how to confirm.
+pub fn plan_text(plan: &Value, confirm: &str) -> String {
+    let action = text(plan, "action");
+    let count = plan["count"].as_u64().unwrap_or(0);
+    let mut out = format!("bulk {action} dry run: {count} connection(s) match; nothing was done\n");
+    if count == 0 {
         return out;
     }
     out.push_str(&format!(
         "\n{:<36}  {:<20} {:<16} {:<11} {}\n",
         "ID", "USER", "PARTNER", "STATE", "PAUSED"
     ));
-    for c in &plan.sample {
+    let sample = plan["sample"].as_array().map_or(&[][..], Vec::as_slice);
+    for c in sample {
         out.push_str(&format!(
             "{:<36}  {:<20} {:<16} {:<11} {}\n",
-            c.id.to_string(),
-            c.user_id.as_str(),
-            c.partner.as_str(),
-            c.state.as_str(),
-            if c.paused { "yes" } else { "no" }
+            text(c, "id"),
+            text(c, "userId"),
+            text(c, "partner"),
+            text(c, "state"),
+            if c["paused"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
         ));
     }
-    let more = plan.count.saturating_sub(plan.sample.len() as u64);
+    let more = count.saturating_sub(sample.len() as u64);
     if more > 0 {
         out.push_str(&format!("… and {more} more\n"));
     }
     out.push_str(&format!(
-        "\nTo {} exactly these {} connection(s), before {}:\n  {confirm}\n",
-        plan.action,
-        plan.count,
-        plan.expires_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        "\nTo {action} exactly these {count} connection(s), before {}:\n  {confirm}\n",
+        text(plan, "expiresAt")
     ));
     out
 }
 
-/// A confirmation's result for people.
-pub fn result_text(action: BulkAction, r: &BulkResult) -> String {
+/// A confirmation's result (the API's `BulkResult`) for people.
+pub fn result_text(action: BulkAction, r: &Value) -> String {
+    let n = |key: &str| r[key].as_u64().unwrap_or(0);
     let mut out = format!(
         "bulk {action}: {} acted on, {} already so, {} refused, {} gone\n",
-        r.acted, r.already, r.refused, r.gone
+        n("acted"),
+        n("already"),
+        n("refused"),
+        n("gone")
     );
-    for (code, n) in &r.refusals {
-        out.push_str(&format!("  refused {code}: {n}\n"));
+    for refusal in r["refusals"].as_array().map_or(&[][..], Vec::as_slice) {
+        out.push_str(&format!(
+            "  refused {}: {}\n",
+            text(refusal, "code"),
+            refusal["count"].as_u64().unwrap_or(0)
+        ));
     }
     out
 }

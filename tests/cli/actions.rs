@@ -17,7 +17,7 @@ const ACCESS: &str = "cli-actions-access-token";
 async fn replay_and_pause_a_partner_from_the_command_line() {
     let db = TestDb::sqlite().await;
     let store = db.store().await;
-    let id = crate::active_connection(&store, "cli-actions", ACCESS).await;
+    let id = crate::active_connection(&store, "alice", ACCESS).await;
     // Stuck: an expired lease left behind and the next transfer hours away.
     let backend = store.db().get_database_backend();
     store

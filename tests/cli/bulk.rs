@@ -3,60 +3,19 @@
 //! that started matching since), answers the same when run again, and exits 1 when some
 //! connection was refused; usage errors exit 2 and write nothing.
 
-use engine::{
-    ids::{ConnectionId, PartnerName, UserId},
-    model::Actor,
-    store::Reason,
-    testing::TestDb,
-};
+use engine::{model::Actor, store::Reason, testing::TestDb};
 
 use crate::{stderr, stdout, tributary};
 
 const ACCESS: &str = "cli-bulk-access-token";
-
-/// An active connection of `user` to the sandbox CGM partner.
-async fn connected(store: &engine::Store, user: &str) -> ConnectionId {
-    use chrono::{TimeDelta, Utc};
-    use engine::{
-        model::{Change, NewAuthorization, TokenSet},
-        secret::SecretString,
-        state::Event,
-    };
-    let authorization = NewAuthorization {
-        state_hash: format!("cli-bulk-{user}"),
-        pkce_verifier: SecretString::from("verifier"),
-        expires_at: Utc::now() + TimeDelta::minutes(10),
-    };
-    let (opened, _) = store
-        .open_connection(
-            &UserId::parse(user).unwrap(),
-            &PartnerName::parse("sandbox-cgm").unwrap(),
-            Change::new(
-                Event::StartAuthorization { authorization },
-                Actor::new("user", user),
-            ),
-        )
-        .await
-        .unwrap();
-    let tokens = TokenSet {
-        access_token: SecretString::from(ACCESS),
-        refresh_token: None,
-        expires_at: Some(Utc::now() + TimeDelta::hours(2)),
-        scope: None,
-    };
-    let authorized = Change::new(Event::Authorized { tokens }, Actor::system("test"));
-    let id = opened.connection.id;
-    store.apply(id, None, authorized).await.unwrap();
-    id
-}
 
 #[tokio::test]
 async fn a_dry_run_prints_the_command_that_acts_on_exactly_what_it_showed() {
     let db = TestDb::sqlite().await;
     let store = db.store().await;
     let shown = [
-        connected(&store, "alice").await,
-        connected(&store, "bob").await,
+        crate::active_connection(&store, "alice", ACCESS).await,
+        crate::active_connection(&store, "bob", ACCESS).await,
     ];
     let cwd = tempfile::tempdir().unwrap();
     let ops = |args: &[&str]| {
@@ -109,7 +68,7 @@ async fn a_dry_run_prints_the_command_that_acts_on_exactly_what_it_showed() {
     }
 
     // After the dry run, one more connection matches the filter.
-    let late = connected(&store, "carl").await;
+    let late = crate::active_connection(&store, "carl", ACCESS).await;
     let confirm = [
         "pause",
         "--confirm",

@@ -2,13 +2,7 @@
 //! tables and as the API's JSON, filters and pages, and bad filters refused.
 
 use chrono::{TimeDelta, Utc};
-use engine::{
-    ids::{PartnerName, UserId},
-    model::{Actor, Change, NewAuthorization, TokenSet},
-    secret::SecretString,
-    state::Event,
-    testing::TestDb,
-};
+use engine::testing::TestDb;
 use sea_orm::{ConnectionTrait, Statement};
 
 use crate::{stderr, stdout, tributary};
@@ -17,37 +11,7 @@ const ACCESS: &str = "cli-inspect-access-token";
 
 /// An active connection of `user`; its next transfer `due_minutes` from now.
 async fn connection(store: &engine::Store, user: &str, due_minutes: i64) -> String {
-    let authorization = NewAuthorization {
-        state_hash: format!("cli-inspect-{user}"),
-        pkce_verifier: SecretString::from("verifier"),
-        expires_at: Utc::now() + TimeDelta::minutes(10),
-    };
-    let (opened, _) = store
-        .open_connection(
-            &UserId::parse(user).unwrap(),
-            &PartnerName::parse("sandbox-cgm").unwrap(),
-            Change::new(
-                Event::StartAuthorization { authorization },
-                Actor::new("user", user),
-            ),
-        )
-        .await
-        .unwrap();
-    let tokens = TokenSet {
-        access_token: SecretString::from(ACCESS),
-        refresh_token: None,
-        expires_at: Some(Utc::now() + TimeDelta::hours(2)),
-        scope: None,
-    };
-    let id = opened.connection.id;
-    store
-        .apply(
-            id,
-            None,
-            Change::new(Event::Authorized { tokens }, Actor::system("test")),
-        )
-        .await
-        .unwrap();
+    let id = crate::active_connection(store, user, ACCESS).await;
     let backend = store.db().get_database_backend();
     let due = Utc::now() + TimeDelta::minutes(due_minutes);
     store

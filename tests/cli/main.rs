@@ -80,7 +80,7 @@ fn stderr(output: &Output) -> String {
 /// (no refresh token), made through the store's own transitions.
 async fn active_connection(
     store: &engine::Store,
-    state_hash: &str,
+    user: &str,
     access: &str,
 ) -> engine::ids::ConnectionId {
     use chrono::{TimeDelta, Utc};
@@ -91,17 +91,17 @@ async fn active_connection(
         state::Event,
     };
     let authorization = NewAuthorization {
-        state_hash: state_hash.to_owned(),
+        state_hash: format!("{access}-{user}"),
         pkce_verifier: SecretString::from("verifier"),
         expires_at: Utc::now() + TimeDelta::minutes(10),
     };
     let (opened, _) = store
         .open_connection(
-            &UserId::parse("alice").unwrap(),
+            &UserId::parse(user).unwrap(),
             &PartnerName::parse("sandbox-cgm").unwrap(),
             Change::new(
                 Event::StartAuthorization { authorization },
-                Actor::new("user", "alice"),
+                Actor::new("user", user),
             ),
         )
         .await

@@ -26,7 +26,7 @@ async fn sql(store: &engine::Store, text: &str, id: &str) {
 async fn doctor_lists_repairs_and_exits_by_what_remains() {
     let db = TestDb::sqlite().await;
     let store = db.store().await;
-    let id = crate::active_connection(&store, "cli-doctor", ACCESS).await;
+    let id = crate::active_connection(&store, "alice", ACCESS).await;
     let id = id.to_string();
     sql(
         &store,

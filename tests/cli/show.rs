@@ -15,7 +15,7 @@ const ACCESS: &str = "cli-show-access-token";
 async fn show_and_refetch_against_the_database() {
     let db = TestDb::sqlite().await;
     let store = db.store().await;
-    let id = active_connection(&store, "cli-show", ACCESS).await;
+    let id = active_connection(&store, "alice", ACCESS).await;
     let cwd = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
         let mut all = args.to_vec();

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     harness::{Harness, expected, t0},
-    helpers::{TestApp, test_config},
+    helpers::{TestApp, cli, test_config},
 };
 
 engine::backend_tests!(
@@ -202,18 +202,6 @@ async fn refetch_previews_then_rewinds_once(db: &TestDb) {
     );
     assert!(before.iter().all(|r| after.contains(r)));
     h.app.stop().await;
-}
-
-/// `tributary ops …` as a process.
-async fn cli(args: Vec<String>) -> (bool, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(&args)
-        .env_remove("TRIBUTARY_OPS_TOKEN")
-        .output()
-        .await
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 /// `ops show` and `ops refetch` against a running server (URL and an ops token): the same

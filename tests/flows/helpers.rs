@@ -243,6 +243,19 @@ impl TestApp {
     }
 }
 
+/// `tributary …` as a process (without an ops token from the environment): whether it
+/// exited 0, its stdout and its stderr.
+pub async fn cli(args: Vec<String>) -> (bool, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(&args)
+        .env_remove("TRIBUTARY_OPS_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
 pub async fn read(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let text = response.text().await.unwrap();

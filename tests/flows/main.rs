@@ -6,6 +6,7 @@ mod actions;
 mod breaker;
 mod bulk;
 mod callbacks;
+mod cli_server;
 mod connect;
 mod coverage;
 mod deliveries;
