@@ -336,6 +336,10 @@ pub(crate) fn workflow_settings(config: &Config) -> anyhow::Result<Settings> {
             max_rows: workers.run_max_rows,
         },
         resume_spread: Duration::from_secs(workers.resume_spread_secs),
+        bulk: workflows::BulkLimits {
+            max_connections: workers.bulk_max_connections,
+            ttl: Duration::from_secs(workers.bulk_plan_ttl_secs),
+        },
         ..Settings::default()
     })
 }

@@ -217,12 +217,7 @@ pub struct BulkApi {
 
 impl BulkApi {
     fn settings(&self) -> BulkSettings {
-        let settings = self.workflows.settings();
-        BulkSettings {
-            stuck: settings.stuck(),
-            actions: settings.actions(),
-            ..BulkSettings::default()
-        }
+        self.workflows.settings().bulk()
     }
 
     async fn answer(

@@ -131,6 +131,19 @@ fn bounds(config: &Config) -> Vec<Bound> {
             86_400,
         ),
         bound(
+            "workers.bulk_max_connections",
+            workers.bulk_max_connections,
+            1,
+            1_000_000,
+        ),
+        // At least a minute to read the dry run; at most a day, so stale plans go.
+        bound(
+            "workers.bulk_plan_ttl_secs",
+            workers.bulk_plan_ttl_secs,
+            60,
+            86_400,
+        ),
+        bound(
             "metrics.sample_interval_secs",
             config.metrics.sample_interval_secs,
             1,

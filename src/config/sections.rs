@@ -180,6 +180,11 @@ pub struct WorkersConfig {
     /// When a partner or everything is resumed, each overdue transfer and refresh is made due
     /// at a random time within this many seconds (docs/actions.md#actions). Default 300.
     pub resume_spread_secs: u64,
+    /// Most connections one bulk action's dry run may hold; a filter matching more is refused
+    /// (`bulk_too_many`) and nothing is stored (docs/actions.md#bulk-actions). Default 10000.
+    pub bulk_max_connections: u64,
+    /// How long a bulk dry run's confirmation token is valid, in seconds. Default 900.
+    pub bulk_plan_ttl_secs: u64,
 }
 
 impl Default for WorkersConfig {
@@ -201,6 +206,8 @@ impl Default for WorkersConfig {
             run_max_rows: engine::store::RunRetention::default().max_rows,
             record_step_runs: true,
             resume_spread_secs: Settings::default().resume_spread.as_secs(),
+            bulk_max_connections: Settings::default().bulk.max_connections,
+            bulk_plan_ttl_secs: Settings::default().bulk.ttl.as_secs(),
         }
     }
 }

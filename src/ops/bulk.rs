@@ -14,7 +14,7 @@ use clap::{ArgGroup, Args};
 use engine::{
     ids::{PartnerName, UserId},
     state::State,
-    store::{BulkAction, BulkSettings, ConnectionFilter, Reason},
+    store::{BulkAction, ConnectionFilter, Reason},
     store::{StuckFilter, StuckReason},
 };
 use serde_json::{Value, json};
@@ -193,11 +193,7 @@ async fn local(
     let url = crate::serve::redact_url(&config.database.url);
     let actor = super::actions::operator(&args.target);
     let (store, workflow) = super::open_store(config).await?;
-    let settings = BulkSettings {
-        stuck: workflow.stuck(),
-        actions: workflow.actions(),
-        ..BulkSettings::default()
-    };
+    let settings = workflow.bulk();
     let answer = match &args.confirm {
         Some(token) => store
             .execute_bulk(token, args.action, &actor, Some(&args.reason), &settings)

@@ -15,6 +15,7 @@ use crate::helpers::{TestApp, test_config};
 engine::backend_tests!(
     a_bulk_pause_with_a_dry_run_touches_exactly_what_it_showed,
     bad_bulk_calls_are_problems_that_change_nothing,
+    the_configured_cap_and_lifetime_hold,
 );
 
 const PAUSE: &str = "/v1/ops/bulk/pause";
@@ -269,5 +270,53 @@ async fn bad_bulk_calls_are_problems_that_change_nothing(db: &TestDb) {
         (StatusCode::GONE, Some("bulk_plan_expired"))
     );
     assert_eq!(store.get(connection_id).await.unwrap(), untouched);
+    app.stop().await;
+}
+
+/// `workers.bulk_max_connections` and `workers.bulk_plan_ttl_secs` are what the API enforces.
+async fn the_configured_cap_and_lifetime_hold(db: &TestDb) {
+    let mut config = test_config(db);
+    config.workers.enabled = false;
+    config.workers.bulk_max_connections = 1;
+    config.workers.bulk_plan_ttl_secs = 120;
+    let app = TestApp::spawn_with(config).await;
+    let ops = app.token(Role::Ops, "carol");
+    let one = connected(&app, "pia", "sandbox-cgm").await;
+    connected(&app, "quin", "sandbox-pump").await;
+
+    let before = Utc::now();
+    let (status, plan) = app
+        .post_json(PAUSE, &ops, dry_run(json!({ "partner": "sandbox-cgm" })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["count"], 1);
+    let expires: chrono::DateTime<Utc> = plan["expiresAt"].as_str().unwrap().parse().unwrap();
+    let lifetime = expires - before;
+    assert!(
+        lifetime > TimeDelta::seconds(110) && lifetime <= TimeDelta::seconds(125),
+        "{lifetime}"
+    );
+
+    // Two match: over the cap, refused, nothing stored.
+    let (status, problem) = app.post_json(PAUSE, &ops, dry_run(json!({}))).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("bulk_too_many")),
+        "{problem}"
+    );
+    let store = app.workflows.store();
+    let plans = store
+        .db()
+        .query_one_raw(Statement::from_string(
+            store.db().get_database_backend(),
+            "SELECT COUNT(*) AS n FROM bulk_plans",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(plans, 1, "only the first dry run's plan");
+    assert_eq!(app.connection(&one).await["paused"], false);
     app.stop().await;
 }

@@ -74,6 +74,25 @@ pub struct Settings {
     pub runs: engine::store::RunRetention,
     /// Overdue work freed by a resume is spread over this window (docs/actions.md#actions).
     pub resume_spread: Duration,
+    /// How many connections a bulk action may hold and how long its dry run stays valid.
+    pub bulk: BulkLimits,
+}
+
+/// Bulk actions' limits (docs/actions.md#bulk-actions).
+#[derive(Debug, Clone, Copy)]
+pub struct BulkLimits {
+    pub max_connections: u64,
+    pub ttl: Duration,
+}
+
+impl Default for BulkLimits {
+    fn default() -> Self {
+        let d = engine::store::BulkSettings::default();
+        Self {
+            max_connections: d.max_connections,
+            ttl: d.ttl,
+        }
+    }
 }
 
 /// Process-wide transfer settings (per-partner ones are in [`fetch::TransferConfig`]).
@@ -145,6 +164,16 @@ impl Settings {
             claim_grace: self.stuck().claim_grace,
         }
     }
+
+    /// Bulk actions' limits and the bounds of the actions and filters they are made of.
+    pub fn bulk(&self) -> engine::store::BulkSettings {
+        engine::store::BulkSettings {
+            max_connections: self.bulk.max_connections,
+            ttl: self.bulk.ttl,
+            stuck: self.stuck(),
+            actions: self.actions(),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -161,6 +190,7 @@ impl Default for Settings {
             delivery: deliver::DeliverySettings::default(),
             runs: engine::store::RunRetention::default(),
             resume_spread: engine::store::ActionSettings::default().resume_spread,
+            bulk: BulkLimits::default(),
         }
     }
 }

@@ -70,12 +70,7 @@ pub struct ConfirmForm {
 }
 
 fn settings(console: &Console) -> BulkSettings {
-    let settings = console.workflows.settings();
-    BulkSettings {
-        stuck: settings.stuck(),
-        actions: settings.actions(),
-        ..BulkSettings::default()
-    }
+    console.workflows.settings().bulk()
 }
 
 /// The key stream of `len` bytes for a session and a nonce.
