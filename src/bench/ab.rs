@@ -15,8 +15,8 @@ pub(super) fn report(outcomes: &[Outcome], feature: &str, with: fn(&Outcome) -> 
     }
     let mut rounds = format!(
         "\nA/B of {feature}, alternating in one process run (without, then with, each round):\n\n\
-         | backend | N | procs | round | without cycles/s | with cycles/s | with ÷ without | events accepted | pending at end | step runs written (without / with) |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | backend | N | procs | round | without cycles/s | with cycles/s | with ÷ without | events accepted | pending at end | step runs written (without / with) | CPU ms per cycle, bench · workers · PostgreSQL (without → with) |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     let mut summary = String::from(
         "\n| backend | N | procs | rounds | mean without | mean with | mean ratio (min–max) | without spread | with spread |\n\
@@ -35,7 +35,7 @@ pub(super) fn report(outcomes: &[Outcome], feature: &str, with: fn(&Outcome) -> 
             ratios.push(ratio);
             let h = b.webhooks.as_ref().map(|h| (h.accepted, h.pending_end));
             rounds.push_str(&format!(
-                "| {backend} | {n} | {processes} | {} | {:.0} | {:.0} | {ratio:.3} | {} | {} | {} / {} |\n",
+                "| {backend} | {n} | {processes} | {} | {:.0} | {:.0} | {ratio:.3} | {} | {} | {} / {} | {} → {} |\n",
                 k + 1,
                 a.cycles_per_sec,
                 b.cycles_per_sec,
@@ -43,6 +43,8 @@ pub(super) fn report(outcomes: &[Outcome], feature: &str, with: fn(&Outcome) -> 
                 opt(h.map(|h| h.1 as f64), 0),
                 a.runs_written,
                 b.runs_written,
+                cpu_text(a.cpu),
+                cpu_text(b.cpu),
             ));
         }
         let without: Vec<f64> = withouts.iter().map(|o| o.cycles_per_sec).collect();
@@ -60,6 +62,14 @@ pub(super) fn report(outcomes: &[Outcome], feature: &str, with: fn(&Outcome) -> 
         ));
     }
     rounds + &summary
+}
+
+/// `bench · workers · PostgreSQL` CPU milliseconds per cycle.
+fn cpu_text(cpu: Option<super::cpu::CpuPerCycle>) -> String {
+    cpu.map_or_else(
+        || "—".to_owned(),
+        |c| format!("{:.2} · {:.2} · {:.2}", c.bench, c.workers, c.postgres),
+    )
 }
 
 fn mean(values: &[f64]) -> Option<f64> {

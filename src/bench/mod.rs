@@ -10,6 +10,7 @@
 //! **Development only**: it creates and drops its own databases and runs the sandbox in-process.
 
 mod ab;
+mod cpu;
 mod db;
 mod floor;
 /// The hostile partner as a configured partner (also used by the integration tests).
@@ -170,6 +171,8 @@ struct Outcome {
     /// Whether the workers recorded step runs, and how many they wrote.
     step_runs: bool,
     runs_written: u64,
+    /// CPU per completed cycle over the throughput interval, by process group.
+    cpu: Option<cpu::CpuPerCycle>,
 }
 
 const PARTNER: &str = "sandbox-cgm";

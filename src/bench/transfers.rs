@@ -39,6 +39,7 @@ pub(super) async fn measure(
     }
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     let (first, _) = seed::progress(store).await?;
+    let cpu0 = super::cpu::CpuTimes::now();
     let t0 = Instant::now();
     let mut last = (t0, first);
     let low_water = (n as u64) * 95 / 100;
@@ -54,6 +55,8 @@ pub(super) async fn measure(
             break;
         }
     }
+    let cpu = super::cpu::CpuTimes::now().per_cycle(&cpu0, last.1 - first);
+    outcome.cpu = Some(cpu);
     let secs = last.0.duration_since(t0).as_secs_f64();
     outcome.measured_secs = secs;
     outcome.cycles_per_sec = (last.1 - first) as f64 / secs.max(0.001);
