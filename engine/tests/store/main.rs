@@ -14,6 +14,7 @@
 //! - `runs.rs`: step runs written with the commits that end them, `idle_runs`, paging, purge.
 //! - `stuck.rs`: stuck reasons made by hand, the filtered list and its pages, the summary.
 //! - `doctor.rs`: the doctor finds and repairs violations made by hand (docs/operations.md).
+//! - `doctor_reports.rs`: the report-only violations, reported and left alone.
 //! - `actions.rs`: operators' actions: replay, pauses and the claims, fail, clear an error.
 //! - `bulk.rs`: bulk actions: the dry run's plan, the confirmed call acting on it alone.
 
@@ -24,6 +25,7 @@ mod bulk;
 mod columns;
 mod credentials;
 mod doctor;
+mod doctor_reports;
 mod lifecycle;
 mod outbox;
 mod runs;
