@@ -78,6 +78,15 @@ pub fn run(
     }
 }
 
+/// The runtime an `ops` tool runs its one request or query on.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 /// The configuration's store for an `ops` tool (a small pool, the configuration's outbox;
 /// never migrated), with the workflow settings the tool derives its bounds from.
 pub(crate) async fn open_store(config: &Config) -> anyhow::Result<(Store, workflows::Settings)> {

@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use clap::{ArgGroup, Args, Subcommand};
 use engine::{
     Store,
@@ -140,10 +139,7 @@ pub fn run(
         ActionCommand::Pause(a) | ActionCommand::Resume(a) => &a.target,
         ActionCommand::Pauses(t) => t,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::runtime()?;
     if let Some(remote) = super::remote::Remote::of(&target.source)? {
         let what = Said::of(&command);
         let answer = runtime.block_on(ask(&remote, command))?;

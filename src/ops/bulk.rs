@@ -116,10 +116,7 @@ pub fn run(
     args: BulkArgs,
     init_logging: fn(&LogConfig) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::runtime()?;
     let answer = if let Some(remote) = Remote::of(&args.target.source)? {
         let path = format!("/v1/ops/bulk/{}", args.action);
         runtime.block_on(remote.post(&path, &request_body(&args)))?

@@ -40,10 +40,7 @@ pub fn run(
     args: DoctorArgs,
     init_logging: fn(&LogConfig) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = super::runtime()?;
     let report = if let Some(remote) = Remote::of(&args.source)? {
         runtime.block_on(async {
             if args.repair {

@@ -134,16 +134,12 @@ fn with_store<T>(
     )?;
     init_logging(&config.log)?;
     let url = crate::serve::redact_url(&config.database.url);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(async {
-            let (store, workflow) = super::open_store(&config).await?;
-            let result = work(&store, workflow.stuck()).await;
-            store.close().await;
-            result.with_context(|| format!("cannot read the fleet of {url}"))
-        })
+    super::runtime()?.block_on(async {
+        let (store, workflow) = super::open_store(&config).await?;
+        let result = work(&store, workflow.stuck()).await;
+        store.close().await;
+        result.with_context(|| format!("cannot read the fleet of {url}"))
+    })
 }
 
 /// `ops summary`.
@@ -153,7 +149,7 @@ fn summary(
     init_logging: fn(&LogConfig) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let summary = match Remote::of(&args.source)? {
-        Some(remote) => runtime()?.block_on(remote.get("/v1/ops/summary"))?,
+        Some(remote) => super::runtime()?.block_on(remote.get("/v1/ops/summary"))?,
         None => with_store(
             file,
             args.source.database_url,
@@ -170,13 +166,6 @@ fn summary(
         print!("{}", summary_table(&summary));
     }
     Ok(())
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
 }
 
 /// The list's query string, as `GET /v1/ops/connections` reads it.
@@ -234,7 +223,7 @@ fn list(
     let page = match Remote::of(&args.source)? {
         Some(remote) => {
             let path = format!("/v1/ops/connections?{}", query(&args));
-            runtime()?.block_on(remote.get(&path))?
+            super::runtime()?.block_on(remote.get(&path))?
         }
         None => with_store(
             file,

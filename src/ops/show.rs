@@ -6,7 +6,6 @@
 
 use std::{path::Path, time::Duration};
 
-use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Args;
 use engine::{
@@ -63,13 +62,6 @@ fn parse_id(s: &str) -> Result<ConnectionId, String> {
         .map_err(|_| "not a connection id (a UUID)".to_owned())
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 fn load(
     file: Option<&Path>,
     source: &Source,
@@ -97,7 +89,7 @@ pub fn show(
         Some(_) => None,
         None => Some(load(file, &args.source, init_logging)?),
     };
-    let view = runtime()?.block_on(async {
+    let view = super::runtime()?.block_on(async {
         match (&remote, config) {
             (Some(remote), _) => remote_view(remote, args.id).await,
             (None, Some(config)) => database_view(&config, args.id).await,
@@ -193,7 +185,7 @@ pub fn refetch(
         "dryRun": args.dry_run,
     });
     let answer = match remote {
-        Some(remote) => runtime()?
+        Some(remote) => super::runtime()?
             .block_on(remote.post(&format!("/v1/ops/connections/{}/refetch", args.id), &body))?,
         None => {
             anyhow::ensure!(
@@ -201,7 +193,7 @@ pub fn refetch(
                 "a dry run fetches from the partner through the server: give --server and --token"
             );
             let config = load(file, &args.source, init_logging)?;
-            runtime()?.block_on(rewind(&config, &args))?
+            super::runtime()?.block_on(rewind(&config, &args))?
         }
     };
     println!("{}", super::show_table::refetched(&answer));
