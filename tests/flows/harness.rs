@@ -101,6 +101,31 @@ impl Harness {
         self.cycle().await
     }
 
+    /// Waits (in real time, the clocks still) until no email is pending: each sent has its outcome
+    /// recorded. The test moves the clocks by hours; a delivery step still running across such a
+    /// jump would see its lease run out and a second step send its message again, which a real
+    /// clock never does to a step that finishes within its lease (docs/notifications.md).
+    pub async fn emails_settled(&self) {
+        let store = self.app.workflows.store();
+        for _ in 0..600 {
+            let messages = store
+                .outbox_messages(&engine::store::OutboxQuery {
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if messages.iter().all(|m| {
+                m.kind == engine::invitation::MessageKind::Webhook
+                    || m.status != engine::invitation::MessageStatus::Pending
+            }) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("an email stayed pending for 30 s");
+    }
+
     pub async fn stored(&self, id: ConnectionId) -> BTreeSet<String> {
         self.app
             .workflows

@@ -268,6 +268,7 @@ async fn resend_is_limited_cancel_and_expiry_end_invitations(db: &TestDb) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "too_soon");
 
+    h.emails_settled().await;
     h.set_now(h.now() + TimeDelta::seconds(3601));
     let (status, resent) = app.post(&resend, &dr).await;
     assert_eq!(status, StatusCode::OK, "{resent}");
@@ -302,6 +303,7 @@ async fn resend_is_limited_cancel_and_expiry_end_invitations(db: &TestDb) {
     let (status, renewed) = invite(app, &dr, "c1", "pat").await;
     assert_eq!(status, StatusCode::CREATED, "{renewed}");
     assert_eq!(renewed["connectionId"], connection_id.as_str());
+    h.emails_settled().await;
     h.set_now(h.now() + TimeDelta::days(30) + TimeDelta::seconds(1));
     assert_eq!(app.workflows.expire_invitations().await.unwrap(), 1);
     assert_eq!(app.workflows.expire_invitations().await.unwrap(), 0, "once");

@@ -80,6 +80,7 @@ async fn a_revoked_connection_notifies_once_per_episode_and_emits_webhooks(db: &
     let mails = |n: usize| smtp.wait_for(n, Duration::from_secs(30));
 
     for round in 1..=2u32 {
+        h.emails_settled().await;
         accept(app, &id, "pat").await;
         let reports = h.cycle().await;
         assert!(!reports.is_empty(), "round {round}: the first transfer ran");
@@ -132,6 +133,7 @@ async fn a_revoked_connection_notifies_once_per_episode_and_emits_webhooks(db: &
     }
 
     // Every webhook delivered, verified, once each after deduplication, in order.
+    h.emails_settled().await;
     until(&h, "every webhook sent", || async {
         let messages = webhook_messages(&h).await;
         !messages.is_empty() && messages.iter().all(|m| m.status == MessageStatus::Sent)
