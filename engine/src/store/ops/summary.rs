@@ -83,24 +83,6 @@ fn count(row: &QueryResult, column: &str) -> Result<u64> {
     Ok(n.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
 
-/// Due and overdue transfers, and the oldest due time.
-#[derive(Default)]
-struct DueCounts {
-    due: u64,
-    overdue: u64,
-    oldest: Option<DateTime<Utc>>,
-}
-
-/// Connections stuck (by the reason's index in `StuckReason::ALL`, and for any reason),
-/// transfers in flight and claims.
-#[derive(Default)]
-struct StuckCounts {
-    by_reason: Vec<(usize, u64)>,
-    connections: u64,
-    in_flight: u64,
-    claimed: u64,
-}
-
 fn sum(expr: &str) -> String {
     format!("CAST(SUM(CASE WHEN {expr} THEN 1 ELSE 0 END) AS BIGINT)")
 }
@@ -130,41 +112,19 @@ impl Store {
             stuck_connections: 0,
             breakers: Vec::new(),
         };
-        // Independent reads, each on its own pooled connection: the summary takes as long as
-        // its slowest query (the count by partner and state), not their sum.
-        let since = now - TimeDelta::hours(1);
-        let (states, paused, due, stuck, errors, last_hour, queue, breakers) = tokio::try_join!(
-            self.count_states(),
-            self.count_paused(),
-            self.count_due(now, &k),
-            self.count_stuck(now, &k),
-            self.error_counts(),
-            self.recent_runs(since),
-            self.queue_depths(),
-            self.breakers(),
-        )?;
-        summary.total = states.iter().map(|c| c.count).sum();
-        summary.by_partner_state = states;
-        summary.paused = paused;
-        (summary.due_now, summary.overdue) = (due.due, due.overdue);
-        summary.oldest_due = due.oldest.map(|at| (now - at).to_std().unwrap_or_default());
-        summary.stuck_connections = stuck.connections;
-        summary.in_flight = stuck.in_flight;
-        summary.claimed = stuck.claimed;
-        for (i, n) in stuck.by_reason {
-            if let Some((_, total)) = summary.stuck.get_mut(i) {
-                *total = n;
-            }
-        }
-        summary.errors = errors;
-        summary.last_hour = last_hour;
-        summary.queue = queue;
-        summary.breakers = breakers;
+        self.count_states(&mut summary).await?;
+        self.count_due(&mut summary, &k).await?;
+        self.count_stuck(&mut summary, &k).await?;
+        summary.errors = self.error_counts().await?;
+        summary.last_hour = self.recent_runs(now - TimeDelta::hours(1)).await?;
+        summary.queue = self.queue_depths().await?;
+        summary.breakers = self.breakers().await?;
         Ok(summary)
     }
 
-    /// Connections by partner and state (an index-only count where the backend can).
-    async fn count_states(&self) -> Result<Vec<PartnerStateCount>> {
+    /// Connections by partner and state (an index-only count where the backend can), and the
+    /// paused ones (their partial index).
+    async fn count_states(&self, summary: &mut OpsSummary) -> Result<()> {
         let backend = self.db.get_database_backend();
         let sql = "SELECT connections.partner AS partner, connections.state AS state, \
              COUNT(*) AS n FROM connections GROUP BY connections.partner, connections.state \
@@ -173,37 +133,32 @@ impl Store {
             .db
             .query_all_raw(Statement::from_string(backend, sql))
             .await?;
-        rows.iter()
-            .map(|row| {
-                let state: String = row.try_get("", "state")?;
-                let state = state
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("unknown state {state:?}")))?;
-                Ok(PartnerStateCount {
-                    partner: row.try_get("", "partner")?,
-                    state,
-                    count: count(row, "n")?,
-                })
-            })
-            .collect()
-    }
-
-    /// The paused connections (their partial index).
-    async fn count_paused(&self) -> Result<u64> {
-        let backend = self.db.get_database_backend();
+        for row in &rows {
+            let state: String = row.try_get("", "state")?;
+            let state = state
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("unknown state {state:?}")))?;
+            let n = count(row, "n")?;
+            summary.total += n;
+            summary.by_partner_state.push(PartnerStateCount {
+                partner: row.try_get("", "partner")?,
+                state,
+                count: n,
+            });
+        }
         let sql = "SELECT COUNT(*) AS n FROM connections WHERE connections.paused = TRUE";
-        match self
+        if let Some(row) = self
             .db
             .query_one_raw(Statement::from_string(backend, sql))
             .await?
         {
-            Some(row) => count(&row, "n"),
-            None => Ok(0),
+            summary.paused = count(&row, "n")?;
         }
+        Ok(())
     }
 
     /// Due and overdue transfers (a range of the `next_sync_at` index).
-    async fn count_due(&self, now: DateTime<Utc>, k: &StuckBounds) -> Result<DueCounts> {
+    async fn count_due(&self, summary: &mut OpsSummary, k: &StuckBounds) -> Result<()> {
         let backend = self.db.get_database_backend();
         let mut b = Binder::default();
         let overdue = stuck::overdue(&mut b, k, k.overdue_before);
@@ -215,23 +170,24 @@ impl Store {
             sum = sum(&overdue),
             unpaused = stuck::unpaused(&mut b, k),
             states = State::transfer_guard_sql(),
-            now = b.bind(now),
+            now = b.bind(summary.at),
         );
-        let mut out = DueCounts::default();
         if let Some(row) = self.db.query_one_raw(b.statement(backend, sql)).await? {
-            out.due = count(&row, "due")?;
-            out.overdue = count(&row, "overdue")?;
-            out.oldest = row.try_get("", "oldest")?;
+            summary.due_now = count(&row, "due")?;
+            summary.overdue = count(&row, "overdue")?;
+            let oldest: Option<DateTime<Utc>> = row.try_get("", "oldest")?;
+            summary.oldest_due = oldest.map(|due| (summary.at - due).to_std().unwrap_or_default());
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Live leases and claims, and the connections of each stuck reason and of any: the rows
     /// holding a lease read among the due ones (their own columns have no index), one index
     /// range per other reason, in one statement.
-    async fn count_stuck(&self, now: DateTime<Utc>, k: &StuckBounds) -> Result<StuckCounts> {
+    async fn count_stuck(&self, summary: &mut OpsSummary, k: &StuckBounds) -> Result<()> {
         let backend = self.db.get_database_backend();
         let mut b = Binder::default();
+        let now = summary.at;
         let mut leased = vec![
             "connections.id AS id".to_owned(),
             format!(
@@ -274,22 +230,26 @@ impl Store {
             hits = hits.join(" UNION ALL "),
         );
         let rows = self.db.query_all_raw(b.statement(backend, sql)).await?;
-        let mut out = StuckCounts::default();
         for row in &rows {
             let key: i64 = row
                 .try_get::<i64>("", "k")
                 .or_else(|_| row.try_get::<i32>("", "k").map(i64::from))?;
             let n = count(row, "n")?;
             match key {
-                -1 => out.connections = n,
-                -2 => out.in_flight = n,
-                -3 => out.claimed = n,
-                i => out
-                    .by_reason
-                    .extend(usize::try_from(i).ok().map(|i| (i, n))),
+                -1 => summary.stuck_connections = n,
+                -2 => summary.in_flight = n,
+                -3 => summary.claimed = n,
+                i => {
+                    if let Some((_, total)) = usize::try_from(i)
+                        .ok()
+                        .and_then(|i| summary.stuck.get_mut(i))
+                    {
+                        *total = n;
+                    }
+                }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     async fn error_counts(&self) -> Result<Vec<(String, u64)>> {
