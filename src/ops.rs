@@ -11,6 +11,7 @@ mod actions;
 mod bulk;
 mod doctor;
 mod inspect;
+mod json;
 mod remote;
 mod show;
 mod show_table;

@@ -2,9 +2,9 @@
 //! (docs/actions.md#actions) straight against the database, as the API does them (the same
 //! store methods, the same checked reason, the operator: `--operator`, default `$USER`, else
 //! `cli`, as actor), or through a running server's API (`--server`, `--token`: the token's
-//! subject is the actor). Both print from the API's JSON answer, so they read the same. Exit 0 when done or already so, 1 when refused or on any other failure,
-//! 2 for a usage or configuration error (a bad reason is refused before the database is
-//! opened).
+//! subject is the actor). Both print from the API's JSON answer, so they read the same. Exit 0
+//! when done or already so, 1 when refused or on any other failure, 2 for a usage or
+//! configuration error (a bad reason is refused before the database is opened).
 
 use std::path::Path;
 
@@ -17,6 +17,8 @@ use engine::{
 };
 
 use serde_json::{Value, json};
+
+use super::json::{items, text};
 
 use crate::config::{CliOverrides, Config, LogConfig};
 
@@ -170,28 +172,21 @@ async fn act(config: Config, command: ActionCommand) -> anyhow::Result<()> {
 /// The same action through the API.
 async fn ask(remote: &super::remote::Remote, command: ActionCommand) -> anyhow::Result<Value> {
     let body = |reason: &Reason| json!({ "reason": reason.as_str() });
+    let connection = |id: &ConnectionId, verb: &str| format!("/v1/ops/connections/{id}/{verb}");
     let scope = |a: &ScopeAction, verb: &str| match (&a.id, &a.partner) {
-        (Some(id), _) => format!("/v1/ops/connections/{id}/{verb}"),
+        (Some(id), _) => connection(id, verb),
         (None, Some(partner)) => format!("/v1/ops/partners/{partner}/{verb}"),
         (None, None) => format!("/v1/ops/{verb}"),
     };
-    match command {
-        ActionCommand::Replay(a) => {
-            let path = format!("/v1/ops/connections/{}/replay", a.id);
-            remote.post(&path, &body(&a.reason)).await
-        }
-        ActionCommand::Fail(a) => {
-            let path = format!("/v1/ops/connections/{}/fail", a.id);
-            remote.post(&path, &body(&a.reason)).await
-        }
-        ActionCommand::ClearError(a) => {
-            let path = format!("/v1/ops/connections/{}/clear-error", a.id);
-            remote.post(&path, &body(&a.reason)).await
-        }
-        ActionCommand::Pause(a) => remote.post(&scope(&a, "pause"), &body(&a.reason)).await,
-        ActionCommand::Resume(a) => remote.post(&scope(&a, "resume"), &body(&a.reason)).await,
-        ActionCommand::Pauses(_) => remote.get("/v1/ops/pauses").await,
-    }
+    let (path, reason) = match &command {
+        ActionCommand::Replay(a) => (connection(&a.id, "replay"), &a.reason),
+        ActionCommand::Fail(a) => (connection(&a.id, "fail"), &a.reason),
+        ActionCommand::ClearError(a) => (connection(&a.id, "clear-error"), &a.reason),
+        ActionCommand::Pause(a) => (scope(a, "pause"), &a.reason),
+        ActionCommand::Resume(a) => (scope(a, "resume"), &a.reason),
+        ActionCommand::Pauses(_) => return remote.get("/v1/ops/pauses").await,
+    };
+    remote.post(&path, &body(reason)).await
 }
 
 pub(super) fn operator(target: &Target) -> Actor {
@@ -251,7 +246,6 @@ impl Said {
 /// The answer (the API's JSON) for people.
 fn said(what: Said, a: &Value) -> String {
     let changed = a["changed"] == true;
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
     match what {
         Said::Replay(id) => format!(
             "replay {id}: {} due at {}{}{}",
@@ -295,7 +289,7 @@ fn said(what: Said, a: &Value) -> String {
             unchanged(changed)
         ),
         Said::Pauses => {
-            let pauses: Vec<&Value> = a["pauses"].as_array().into_iter().flatten().collect();
+            let pauses: Vec<&Value> = items(&a["pauses"]).collect();
             let mut out = format!(
                 "{} pause(s) in force; {} connection(s) paused on their own",
                 pauses.len(),

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 
 use super::{
     actions::{ReasonParser, Target},
+    json::{count, items, text},
     remote::Remote,
 };
 use crate::config::{CliOverrides, Config, LogConfig};
@@ -247,63 +248,55 @@ fn confirm_command(file: Option<&Path>, args: &BulkArgs, token: &str) -> String 
     command
 }
 
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value[key].as_str().unwrap_or("")
-}
-
 /// A dry run (the API's `BulkPlan`) for people: the count, the sample and how to confirm.
 pub fn plan_text(plan: &Value, confirm: &str) -> String {
-    let action = text(plan, "action");
-    let count = plan["count"].as_u64().unwrap_or(0);
-    let mut out = format!("bulk {action} dry run: {count} connection(s) match; nothing was done\n");
-    if count == 0 {
+    let action = text(&plan["action"]);
+    let n = count(&plan["count"]);
+    let mut out = format!("bulk {action} dry run: {n} connection(s) match; nothing was done\n");
+    if n == 0 {
         return out;
     }
     out.push_str(&format!(
         "\n{:<36}  {:<20} {:<16} {:<11} {}\n",
         "ID", "USER", "PARTNER", "STATE", "PAUSED"
     ));
-    let sample = plan["sample"].as_array().map_or(&[][..], Vec::as_slice);
-    for c in sample {
+    let mut shown = 0;
+    for c in items(&plan["sample"]) {
+        shown += 1;
         out.push_str(&format!(
             "{:<36}  {:<20} {:<16} {:<11} {}\n",
-            text(c, "id"),
-            text(c, "userId"),
-            text(c, "partner"),
-            text(c, "state"),
-            if c["paused"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                "no"
-            }
+            text(&c["id"]),
+            text(&c["userId"]),
+            text(&c["partner"]),
+            text(&c["state"]),
+            if c["paused"] == true { "yes" } else { "no" }
         ));
     }
-    let more = count.saturating_sub(sample.len() as u64);
+    let more = n.saturating_sub(shown);
     if more > 0 {
         out.push_str(&format!("… and {more} more\n"));
     }
     out.push_str(&format!(
-        "\nTo {action} exactly these {count} connection(s), before {}:\n  {confirm}\n",
-        text(plan, "expiresAt")
+        "\nTo {action} exactly these {n} connection(s), before {}:\n  {confirm}\n",
+        text(&plan["expiresAt"])
     ));
     out
 }
 
 /// A confirmation's result (the API's `BulkResult`) for people.
 pub fn result_text(action: BulkAction, r: &Value) -> String {
-    let n = |key: &str| r[key].as_u64().unwrap_or(0);
     let mut out = format!(
         "bulk {action}: {} acted on, {} already so, {} refused, {} gone\n",
-        n("acted"),
-        n("already"),
-        n("refused"),
-        n("gone")
+        count(&r["acted"]),
+        count(&r["already"]),
+        count(&r["refused"]),
+        count(&r["gone"])
     );
-    for refusal in r["refusals"].as_array().map_or(&[][..], Vec::as_slice) {
+    for refusal in items(&r["refusals"]) {
         out.push_str(&format!(
             "  refused {}: {}\n",
-            text(refusal, "code"),
-            refusal["count"].as_u64().unwrap_or(0)
+            text(&refusal["code"]),
+            count(&refusal["count"])
         ));
     }
     out

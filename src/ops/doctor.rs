@@ -9,7 +9,10 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-use super::remote::{Remote, Source};
+use super::{
+    json::{count, items, text},
+    remote::{Remote, Source},
+};
 use crate::config::{CliOverrides, Config, LogConfig};
 
 /// Flags of `ops doctor`.
@@ -102,30 +105,20 @@ async fn local(config: Config, args: &DoctorArgs) -> anyhow::Result<Value> {
 }
 
 fn remaining(report: &Value) -> u64 {
-    violations(report)
-        .iter()
-        .map(|v| v["remaining"].as_u64().unwrap_or(0))
+    items(&report["violations"])
+        .map(|v| count(&v["remaining"]))
         .sum()
-}
-
-fn violations(report: &Value) -> &[Value] {
-    report["violations"].as_array().map_or(&[], Vec::as_slice)
-}
-
-fn text<'a>(value: &'a Value, key: &str) -> &'a str {
-    value[key].as_str().unwrap_or("")
 }
 
 /// The report for people: one row per violation, its description, what repair does, and its
 /// sample ids.
 pub fn table(report: &Value) -> String {
-    let checked = report["checked"].as_array().map_or(0, Vec::len);
-    let at = text(report, "checkedAt");
-    let found = violations(report);
-    if found.is_empty() {
+    let checked = items(&report["checked"]).count();
+    let at = text(&report["checkedAt"]);
+    if items(&report["violations"]).next().is_none() {
         return format!("doctor: every invariant holds ({checked} checked at {at})\n");
     }
-    let repair = report["repair"].as_bool() == Some(true);
+    let repair = report["repair"] == true;
     let mut out = format!(
         "doctor: {checked} invariants checked at {at}{}\n\n{:<32} {:>7} {:>9} {:>10}\n",
         if repair { ", repaired" } else { "" },
@@ -134,31 +127,26 @@ pub fn table(report: &Value) -> String {
         "REPAIRED",
         "REMAINING"
     );
-    for v in found {
-        let count = v["count"].as_u64().unwrap_or(0);
+    for v in items(&report["violations"]) {
+        let found = count(&v["count"]);
         out.push_str(&format!(
             "{:<32} {:>7} {:>9} {:>10}\n",
-            text(v, "code"),
-            count,
-            v["repaired"].as_u64().unwrap_or(0),
-            v["remaining"].as_u64().unwrap_or(0)
+            text(&v["code"]),
+            found,
+            count(&v["repaired"]),
+            count(&v["remaining"])
         ));
-        out.push_str(&format!("    {}\n", text(v, "description")));
+        out.push_str(&format!("    {}\n", text(&v["description"])));
         match v["repair"].as_str() {
             Some(repair) => out.push_str(&format!("    repair: {repair}\n")),
             None => out.push_str("    repair: none (report only; see docs/operations.md)\n"),
         }
-        let sample: Vec<&str> = v["sample"]
-            .as_array()
-            .map_or(&[][..], Vec::as_slice)
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let sample: Vec<String> = items(&v["sample"]).map(text).collect();
         if !sample.is_empty() {
-            let more = count.saturating_sub(sample.len() as u64);
+            let more = found.saturating_sub(sample.len() as u64);
             out.push_str(&format!(
                 "    {}s: {}{}\n",
-                text(v, "subject"),
+                text(&v["subject"]),
                 sample.join(", "),
                 if more > 0 {
                     format!(" (and {more} more)")

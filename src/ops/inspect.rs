@@ -17,6 +17,8 @@ use engine::{
 
 use serde_json::Value;
 
+use super::json::{items, text};
+
 use super::remote::{Remote, Source};
 use crate::config::{CliOverrides, Config, LogConfig};
 
@@ -253,18 +255,6 @@ fn duration(d: Duration) -> String {
         60..3600 => format!("{}m {}s", s / 60, s % 60),
         _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
     }
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn items(v: &Value) -> impl Iterator<Item = &Value> {
-    v.as_array().into_iter().flatten()
 }
 
 /// The summary for people, from the API's JSON.

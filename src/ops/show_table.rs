@@ -4,16 +4,10 @@
 
 use serde_json::Value;
 
+use super::json::text;
+
 /// Journal entries shown (the newest).
 const JOURNAL_SHOWN: usize = 15;
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
 
 /// What runs next, from the connection's row (docs/actions.md#actions).
 fn next_step(c: &Value, stuck: &[Value]) -> String {
